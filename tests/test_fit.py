@@ -323,3 +323,27 @@ def test_tutorial_style_functions_with_pyro_module_train():
     res = fit(model, guide, _data(), steps=5, batch_size=16, progress=True)
     assert not torch.equal(before, dec.weight)
     assert {"pyro.dec$$$weight", "pyro.enc$$$bias"} <= set(res.params)
+
+
+def test_enumerated_discrete_latents_use_pyro_traceenum():
+    """A two-component mixture: the cluster is enumerated out, as Pyro's TraceEnum_ELBO."""
+
+    def model(x):
+        w = pyro.param("w", torch.tensor([0.5, 0.5]), constraint=dist.constraints.simplex)
+        locs = pyro.param("locs", torch.tensor([-1.0, 1.0]))
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(w), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(locs[c], 1.0), obs=x)
+
+    def guide(x):
+        pass
+
+    x = torch.cat([torch.full((20,), -3.0), torch.full((60,), 2.0)])
+    loss = ELBO().loss(model, guide, x)
+    w, locs = pyro.param("w"), pyro.param("locs")
+    exact = -torch.logsumexp(
+        w.log()[:, None] + torch.distributions.Normal(locs[:, None], 1.0).log_prob(x), 0).sum()
+    assert torch.allclose(loss, exact, atol=1e-4)
+    fit(model, guide, x, steps=300, batch_size=None, lr=0.05, progress=False)
+    assert torch.allclose(pyro.param("locs").sort().values, torch.tensor([-3.0, 2.0]), atol=0.05)
+    assert torch.allclose(pyro.param("w").sort().values, torch.tensor([0.25, 0.75]), atol=0.02)

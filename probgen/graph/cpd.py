@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import pyro.distributions as dist
 from pyro.distributions import Categorical, Normal
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import Distribution
 
 from probgen.errors import CPDError, EvidenceError
@@ -350,7 +351,7 @@ class NeuralCPD(CPD):
 
     def distribution(self, parent_values: Sequence[torch.Tensor]) -> Distribution:
         d = self.module(*parent_values)
-        if not isinstance(d, dist.TorchDistributionMixin):
+        if not isinstance(d, TorchDistributionMixin):
             raise CPDError(
                 f"module of NeuralCPD {self.variable!r} returned {type(d).__name__}, "
                 "not a pyro.distributions distribution"

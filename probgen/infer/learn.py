@@ -33,11 +33,11 @@ from probgen.graph.bayesnet import BayesNet
 from probgen.graph.cpd import LinearGaussianCPD, TabularCPD
 from probgen.program.compile import encode_column
 
-__all__ = ["FitResult", "fit_bayesnet", "state_counts"]
+__all__ = ["BayesNetFit", "fit_bayesnet", "state_counts"]
 
 
 @dataclass
-class FitResult:
+class BayesNetFit:
     """What :meth:`BayesNet.fit` returns: the (updated) network and, if Bayesian, draws."""
 
     bayesnet: BayesNet
@@ -106,7 +106,8 @@ def fit_bayesnet(
     svi_steps: int = 2000,
     seed: int = 0,
     progress: bool = False,
-) -> FitResult:
+    max_tree_depth: int = 6,
+) -> BayesNetFit:
     """Fit every CPD of ``bn`` in place from a complete DataFrame.
 
     Args:
@@ -114,7 +115,8 @@ def fit_bayesnet(
             a Bayesian fit of the tabular CPDs.
         equivalent_sample_size: BDeu's equivalent sample size.
         inference: ``"nuts"`` or ``"svi"`` (Bayesian fits only).
-        num_samples, warmup_steps, svi_steps, seed, progress: sampler settings.
+        num_samples, warmup_steps, svi_steps, seed, progress, max_tree_depth: sampler
+            settings (NUTS is exact but slow on large tables; SVI is fast).
     """
     if inference not in ("nuts", "svi"):
         raise ValueError(f"unknown inference {inference!r}; use 'nuts' or 'svi'")
@@ -144,7 +146,7 @@ def fit_bayesnet(
                 new.append(cpd.copy_with(_pgmpy_layout(table, cpd.cardinality)))
         bn.add_cpds(*new)
         ll = float(bn.log_prob(data).sum()) if bn.is_discrete else float("nan")
-        return FitResult(bn, "mle", None, ll)
+        return BayesNetFit(bn, "mle", None, ll)
     tabular = [n for n in bn.topological_order() if isinstance(bn.cpd(n), TabularCPD)]
     counts = {n: torch.from_numpy(state_counts(bn, n, codes)) for n in tabular}
     alpha = {n: _prior(bn.cpd(n), prior, equivalent_sample_size) for n in tabular}
@@ -153,6 +155,7 @@ def fit_bayesnet(
     idata, means = sample_posterior(
         counts, alpha, inference=inference, num_samples=num_samples,
         warmup_steps=warmup_steps, svi_steps=svi_steps, seed=seed, progress=progress,
+        max_tree_depth=max_tree_depth,
     )
     for n in tabular:
         cpd = bn.cpd(n)
@@ -160,7 +163,7 @@ def fit_bayesnet(
         new.append(cpd.copy_with(_pgmpy_layout(means[n], cpd.cardinality)))
     bn.add_cpds(*new)
     ll = float(bn.log_prob(data).sum()) if bn.is_discrete else float("nan")
-    return FitResult(bn, f"bayes-{inference}", idata, ll)
+    return BayesNetFit(bn, f"bayes-{inference}", idata, ll)
 
 
 def _fit_linear_gaussian(cpd: LinearGaussianCPD, codes: dict[str, np.ndarray]) -> Any:

@@ -134,7 +134,8 @@ class SiteRecorder(Messenger):
         self.observed_log_prob: Any = 0.0  # observed sites (and factors)
         self.latent_names: list[str] = []
         self.not_reparameterized: list[str] = []
-        self.kl_sites: dict[str, Any] = {}
+        self.enumerated: list[str] = []  # latent sites marked infer={"enumerate": ...}
+        self.plate_nesting = 0
 
     def _pyro_sample(self, msg: dict) -> None:
         if self.replay is not None and not msg["is_observed"]:
@@ -155,6 +156,11 @@ class SiteRecorder(Messenger):
             self.latent_names.append(name)
             if not fn.has_rsample:
                 self.not_reparameterized.append(name)
+            if msg["infer"].get("enumerate"):
+                self.enumerated.append(name)
+            for f in msg["cond_indep_stack"]:
+                if f.dim is not None and -f.dim > self.plate_nesting:
+                    self.plate_nesting = -f.dim
         if self.keep_fns:
             self.fns[name] = (fn, msg["scale"], msg["mask"], msg["cond_indep_stack"])
         lp = fn.log_prob(msg["value"])
@@ -248,13 +254,16 @@ class ELBO(Objective):
             raise ProbgenError("guide: the ELBO needs a guide; use Likelihood() for none")
         _check_batch(batch)
         if self._delegate is not None:
-            return self._delegate.differentiable_loss(model, guide, *batch)
+            return self._delegated(model, guide, batch)
         total: Any = 0.0
         for _ in range(self.num_particles):
             g = _run_guide(guide, batch, None, self.analytic_kl)
             if g.not_reparameterized:
-                return self._fallback(g, model, guide, batch)
+                return self._fallback(g.not_reparameterized, g, g, model, guide, batch)
             m = _run_model(model, batch, g.values, None, self.analytic_kl)
+            unguided = [n for n in m.enumerated if n not in g.values]
+            if unguided:
+                return self._fallback(unguided, g, m, model, guide, batch)
             total = total + self._particle(g, m)
         if self.num_particles > 1:
             total = total / self.num_particles
@@ -286,15 +295,30 @@ class ELBO(Objective):
             return kl - m.observed_log_prob
         return self.beta * kl - m.observed_log_prob
 
-    def _fallback(self, g: SiteRecorder, model: Callable, guide: Callable, batch: tuple):
+    def _fallback(self, sites: list[str], g: SiteRecorder, m: SiteRecorder, model: Callable,
+                  guide: Callable, batch: tuple) -> torch.Tensor:
+        """Hand discrete latents to Pyro: enumerated ones to ``TraceEnum_ELBO``, others to
+        ``Trace_ELBO`` (score-function gradients); used from then on."""
         if self.beta != 1.0:
             raise ProbgenError(
-                f"objective: guide sites {g.not_reparameterized} are not reparameterised; "
-                "beta-ELBO needs reparameterised guides (use PyroELBO(TraceGraph_ELBO()))"
+                f"objective: sites {sites} are discrete or not reparameterised; beta-ELBO "
+                "needs reparameterised guides (use PyroELBO(TraceGraph_ELBO()))"
             )
-        cls = pyro.infer.TraceMeanField_ELBO if self.analytic_kl else pyro.infer.Trace_ELBO
-        self._delegate = cls(num_particles=self.num_particles)
-        return self._delegate.differentiable_loss(model, guide, *batch)
+        if g.enumerated or m.enumerated:
+            nesting = max(g.plate_nesting, m.plate_nesting)
+            self._delegate = pyro.infer.TraceEnum_ELBO(
+                max_plate_nesting=nesting, num_particles=self.num_particles)
+        elif self.analytic_kl:
+            self._delegate = pyro.infer.TraceMeanField_ELBO(num_particles=self.num_particles)
+        else:
+            self._delegate = pyro.infer.Trace_ELBO(num_particles=self.num_particles)
+        return self._delegated(model, guide, batch)
+
+    def _delegated(self, model: Callable, guide: Callable, batch: tuple) -> torch.Tensor:
+        assert self._delegate is not None
+        if torch.is_grad_enabled():
+            return self._delegate.differentiable_loss(model, guide, *batch)
+        return torch.tensor(self._delegate.loss(model, guide, *batch))  # e.g. validation
 
 
 def _scaled(lp: torch.Tensor, scale: Any, mask: Any) -> torch.Tensor:

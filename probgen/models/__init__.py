@@ -1,1 +1,43 @@
-"""probgen.models."""
+"""Layer 4: the model families, one per file (thin constructors over the shared engine)."""
+
+from probgen.models.cnf import CNF, CNFTransform
+from probgen.models.dequantize import (
+    DiscreteNLL,
+    UniformDequantization,
+    VariationalDequantization,
+    dequantized_model,
+    discrete_nll,
+    log_likelihood_bound,
+)
+from probgen.models.flow_plots import plot_density_2d, plot_samples_grid, plot_warp
+from probgen.models.flows import (
+    Flow,
+    build_flow,
+    check_invertible,
+    flow_model,
+    glow,
+    iaf,
+    maf,
+    nsf,
+    realnvp,
+)
+from probgen.models.gpt import GPT, IGNORE_INDEX, GPTConfig
+from probgen.models.gpt_pretrained import load_gpt2, save_gpt2
+from probgen.models.gpt_train import GPTRun, generate_text, load_gpt_run, train_gpt
+from probgen.models.instruct import (
+    InstructExample,
+    finetune,
+    format_prompt,
+    respond,
+    toy_instructions,
+)
+
+__all__ = [
+    "GPT", "GPTConfig", "IGNORE_INDEX", "load_gpt2", "save_gpt2",
+    "train_gpt", "load_gpt_run", "generate_text", "GPTRun",
+    "InstructExample", "format_prompt", "finetune", "respond", "toy_instructions",
+    "Flow", "build_flow", "realnvp", "maf", "iaf", "nsf", "glow", "check_invertible",
+    "flow_model", "UniformDequantization", "VariationalDequantization",
+    "log_likelihood_bound", "discrete_nll", "DiscreteNLL", "dequantized_model",
+    "CNF", "CNFTransform", "plot_density_2d", "plot_warp", "plot_samples_grid",
+]

@@ -1,1 +1,28 @@
-"""probgen.nn."""
+"""Layer 0: neural building blocks (transformer, tokenizers, flow layers, MADE, PixelCNN)."""
+
+from probgen.nn.flow_layers import (
+    ActNorm,
+    Invert,
+    InvertibleConv1x1,
+    Permutation,
+    clear_transform_caches,
+)
+from probgen.nn.flow_multiscale import ConvCouplingNet, FactorOut, Squeeze, Unsqueeze
+from probgen.nn.tokenizers import (
+    EOS,
+    CharTokenizer,
+    TiktokenTokenizer,
+    WordTokenizer,
+    get_tokenizer,
+    load_tokenizer,
+    tiktoken_available,
+)
+from probgen.nn.transformer import MLP, Block, CausalSelfAttention, KVCache
+
+__all__ = [
+    "Block", "KVCache", "CausalSelfAttention", "MLP",
+    "CharTokenizer", "WordTokenizer", "TiktokenTokenizer", "get_tokenizer", "load_tokenizer",
+    "tiktoken_available", "EOS",
+    "ActNorm", "InvertibleConv1x1", "Permutation", "Invert", "clear_transform_caches",
+    "Squeeze", "Unsqueeze", "FactorOut", "ConvCouplingNet",
+]

@@ -4,7 +4,9 @@ The compiled :class:`Program` is a ``torch.nn.Module`` (it owns the networks of 
 graph's neural CPDs) and a Pyro model: calling it runs the generative process inside a
 ``pyro.plate`` over data rows. Observed values condition their sites; a value that is
 missing (``NaN`` in a float column, ``None``/``NaN`` in a DataFrame, or ``-1`` in an
-integer code tensor of a discrete node) is treated as latent through Pyro's ``obs_mask``.
+integer code tensor of a discrete node) is treated as latent: the node's site observes the
+present rows (masked) and a ``{node}_missing`` site draws — or, for a discrete node,
+enumerates — the missing ones.
 
 ``inputs`` are nodes whose values are given but not modelled — the ``x`` of a guide
 ``x -> z``: they are read, never sampled. So a VAE is two programs:
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyro
+import pyro.poutine as poutine
 import torch
 from torch import nn
 
@@ -40,9 +43,10 @@ __all__ = ["Program", "encode_column"]
 def encode_column(bn: BayesNet, node: str, values: Any) -> torch.Tensor:
     """Turn one column of data for ``node`` into a tensor (state codes for tabular nodes).
 
-    Missing entries become ``-1`` for discrete nodes and ``NaN`` for continuous ones.
+    Missing entries become ``-1`` for discrete nodes and ``NaN`` for continuous ones. A
+    node without a CPD (e.g. the input ``x`` of a guide) passes tensors through.
     """
-    cpd = bn.cpd(node)
+    cpd = bn.cpds.get(node)
     if isinstance(cpd, TabularCPD):
         if isinstance(values, torch.Tensor):
             codes = values.long()
@@ -183,12 +187,17 @@ class Program(nn.Module):
                 mask = _present(obs, cpd)
                 if bool(mask.all()):
                     out[node] = pyro.sample(node, d, obs=obs)
-                else:
-                    if cpd.discrete:
-                        infer["enumerate"] = "parallel"
-                    m = mask.reshape(mask.shape + (1,) * (obs.dim() - mask.dim()))
-                    safe = torch.where(m, obs, torch.zeros_like(obs))
-                    out[node] = pyro.sample(node, d, obs=safe, obs_mask=mask, infer=infer)
+                    continue
+                # some rows miss this node: observe the others, draw (or enumerate) these
+                m = mask.reshape(mask.shape + (1,) * (obs.dim() - mask.dim()))
+                safe = torch.where(m, obs, torch.zeros_like(obs))
+                if cpd.discrete:
+                    infer["enumerate"] = "parallel"
+                with poutine.mask(mask=~mask):
+                    missing = pyro.sample(f"{node}_missing", d, infer=infer)
+                with poutine.mask(mask=mask):
+                    pyro.sample(node, d, obs=safe)
+                out[node] = torch.where(m, safe, missing)
         return out
 
     def extra_repr(self) -> str:

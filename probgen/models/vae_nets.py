@@ -1,0 +1,256 @@
+"""Encoders and decoders of the VAE family: networks that *return distributions*.
+
+An encoder maps data ``x`` (and optionally a label ``y``) to the guide's
+``q(z | x) = Normal(loc, scale)`` over a ``latent_dim`` vector. A decoder maps ``z`` (and
+``y``) to ``p(x | z)``, one of the reconstruction likelihoods of :data:`LIKELIHOODS`:
+
+| name          | data                       | distribution (per pixel)              | loss it equals     |
+|---------------|----------------------------|---------------------------------------|--------------------|
+| ``categorical`` | integer levels 0..K-1    | Categorical over K levels (17 digits) | cross-entropy      |
+| ``bernoulli``   | binary {0, 1}            | Bernoulli(logits)                     | BCE                |
+| ``bce``         | values in [0, 1]         | Bernoulli(logits), not validated      | BCE (soft targets) |
+| ``gaussian``    | real values              | Normal(mean, learned per-pixel scale) | scaled MSE + log s |
+| ``mse``         | real values              | Normal(mean, ``scale``) fixed         | MSE / (2 s^2)      |
+| ``l1``          | real values              | Laplace(mean, ``scale``) fixed        | L1 / s             |
+
+Both come as an MLP (``arch="mlp"``, flat data) and a small CNN (``arch="conv"``, images
+``(C, H, W)`` with H, W divisible by 4). A conditional VAE passes ``num_classes``: the
+one-hot label joins the encoder's features and the decoder's input.
+
+Example:
+    >>> enc = Encoder((64,), latent_dim=8)
+    >>> dec = Decoder((64,), latent_dim=8, likelihood="categorical", num_levels=17)
+    >>> q = enc(torch.randint(0, 17, (5, 64)))
+    >>> q.batch_shape, q.event_shape
+    (torch.Size([5]), torch.Size([8]))
+    >>> dec(q.rsample()).log_prob(torch.zeros(5, 64, dtype=torch.long)).shape
+    torch.Size([5])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probgen.errors import ProbgenError
+
+__all__ = ["LIKELIHOODS", "Encoder", "Decoder", "make_mlp", "likelihood_dist", "to_unit"]
+
+LIKELIHOODS = ("categorical", "bernoulli", "bce", "gaussian", "mse", "l1")
+
+
+def make_mlp(sizes: Sequence[int], dropout: float = 0.0, final_act: bool = False) -> nn.Sequential:
+    """Linear layers with LeakyReLU (and dropout) between them.
+
+    Example:
+        >>> make_mlp([4, 8, 2])(torch.zeros(3, 4)).shape
+        torch.Size([3, 2])
+    """
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_act:
+            layers.append(nn.LeakyReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def to_unit(x: torch.Tensor, num_levels: int | None) -> torch.Tensor:
+    """Network input: integer levels to ``[0, 1]`` floats; floats pass through.
+
+    Example:
+        >>> to_unit(torch.tensor([0, 8, 16]), 17).tolist()
+        [0.0, 0.5, 1.0]
+    """
+    if x.is_floating_point():
+        return x
+    return x.float() / (num_levels - 1 if num_levels else 1)
+
+
+def _check_shape(data_shape: Sequence[int], arch: str) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in data_shape)
+    if not shape or any(s <= 0 for s in shape):
+        raise ProbgenError(f"data_shape must be positive sizes, got {data_shape!r}")
+    if arch not in ("mlp", "conv"):
+        raise ProbgenError(f"arch: unknown {arch!r}; choose 'mlp' or 'conv'")
+    if arch == "conv" and (len(shape) != 3 or shape[1] % 4 or shape[2] % 4):
+        raise ProbgenError(f"data_shape: arch='conv' needs (C, H, W) with H, W divisible by 4, "
+                           f"got {shape}")
+    return shape
+
+
+def _conv_body(c: int, width: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1), nn.LeakyReLU(),
+        nn.Conv2d(width, width, 4, stride=2, padding=1), nn.LeakyReLU(),  # H/2
+        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(),  # H/4
+        nn.Flatten(),
+    )
+
+
+def _one_hot(y: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
+    if num_classes == 0:
+        return None
+    if y is None:
+        raise ProbgenError("y: a conditional VAE needs the label y")
+    return F.one_hot(y.long(), num_classes).to(like.dtype)
+
+
+class Encoder(nn.Module):
+    """``q(z | x[, y]) = Normal(loc(x), scale(x))``, a diagonal Gaussian over ``latent_dim``.
+
+    Args:
+        data_shape: shape of one example, e.g. ``(64,)`` or ``(3, 32, 32)``.
+        latent_dim: size of z.
+        arch: ``"mlp"`` (input flattened) or ``"conv"`` (images).
+        hidden: MLP hidden widths, or the conv width (first entry).
+        num_levels: levels of integer data (scaled to [0, 1] on input).
+        num_classes: > 0 for a conditional encoder taking a label ``y``.
+        dropout: dropout after each hidden layer (a regulariser for small data sets).
+
+    Example:
+        >>> Encoder((1, 8, 8), 4, arch="conv", hidden=(16,))(torch.rand(2, 1, 8, 8)).mean.shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(self, data_shape: Sequence[int], latent_dim: int, *, arch: str = "mlp",
+                 hidden: Sequence[int] = (256, 256), num_levels: int | None = None,
+                 num_classes: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.data_shape = _check_shape(data_shape, arch)
+        if latent_dim < 1:
+            raise ProbgenError(f"latent_dim must be >= 1, got {latent_dim!r}")
+        self.latent_dim, self.num_levels, self.num_classes = latent_dim, num_levels, num_classes
+        self.arch = arch
+        d_in = math.prod(self.data_shape)
+        if arch == "mlp":
+            self.body = make_mlp([d_in, *hidden], dropout, final_act=True)
+            feat = hidden[-1]
+        else:
+            c, h, w = self.data_shape
+            self.body = _conv_body(c, hidden[0])
+            feat = 2 * hidden[0] * (h // 4) * (w // 4)
+        self.head = nn.Linear(feat + num_classes, 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        u = to_unit(x, self.num_levels)
+        u = u.reshape(u.shape[0], -1) if self.arch == "mlp" else u.reshape(-1, *self.data_shape)
+        h = self.body(u)
+        onehot = _one_hot(y, self.num_classes, h)
+        if onehot is not None:
+            h = torch.cat([h, onehot], -1)
+        loc, raw = self.head(h).chunk(2, -1)
+        return dist.Normal(loc, F.softplus(raw) + 1e-4).to_event(1)
+
+
+def likelihood_dist(likelihood: str, out: torch.Tensor, scale: torch.Tensor | float,
+                    event_dims: int) -> dist.Distribution:
+    """Turn a decoder's raw output into ``p(x | z)`` with ``event_dims`` event dimensions.
+
+    ``out`` holds logits ``(..., *shape, K)`` for ``"categorical"``, else ``(..., *shape)``.
+
+    Example:
+        >>> likelihood_dist("mse", torch.zeros(2, 3), 1.0, 1).log_prob(torch.zeros(2, 3)).shape
+        torch.Size([2])
+    """
+    if likelihood == "categorical":
+        d = dist.Categorical(logits=out)
+    elif likelihood == "bernoulli":
+        d = dist.Bernoulli(logits=out)
+    elif likelihood == "bce":
+        d = dist.Bernoulli(logits=out, validate_args=False)
+    elif likelihood in ("gaussian", "mse"):
+        d = dist.Normal(out, scale)
+    elif likelihood == "l1":
+        d = dist.Laplace(out, scale)
+    else:
+        raise ProbgenError(f"likelihood: unknown {likelihood!r}; choose one of {LIKELIHOODS}")
+    return d.to_event(event_dims)
+
+
+class Decoder(nn.Module):
+    """``p(x | z[, y])``: a network producing the parameters of one of :data:`LIKELIHOODS`.
+
+    Args:
+        data_shape, latent_dim, arch, hidden, num_classes, dropout: as for :class:`Encoder`
+            (``hidden`` is read in reverse for the MLP).
+        likelihood: the reconstruction distribution (module table).
+        num_levels: K for ``"categorical"``.
+        scale: the fixed scale of ``"mse"`` / ``"l1"`` (the initial one of ``"gaussian"``).
+
+    ``decoder.mean(z)`` gives the expected image (levels for categorical data).
+
+    Example:
+        >>> dec = Decoder((3, 8, 8), 2, arch="conv", hidden=(8,), likelihood="bce")
+        >>> dec.mean(torch.zeros(4, 2)).shape
+        torch.Size([4, 3, 8, 8])
+    """
+
+    def __init__(self, data_shape: Sequence[int], latent_dim: int, *, arch: str = "mlp",
+                 hidden: Sequence[int] = (256, 256), likelihood: str = "bernoulli",
+                 num_levels: int | None = None, num_classes: int = 0, dropout: float = 0.0,
+                 scale: float = 0.1) -> None:
+        super().__init__()
+        self.data_shape = _check_shape(data_shape, arch)
+        if likelihood not in LIKELIHOODS:
+            raise ProbgenError(f"likelihood: unknown {likelihood!r}; choose one of {LIKELIHOODS}")
+        if likelihood == "categorical" and (num_levels is None or num_levels < 2):
+            raise ProbgenError(f"num_levels: categorical needs >= 2 levels, got {num_levels!r}")
+        if not scale > 0:
+            raise ProbgenError(f"scale must be positive, got {scale!r}")
+        self.likelihood, self.num_levels, self.num_classes = likelihood, num_levels, num_classes
+        self.arch = arch
+        self.k = num_levels if likelihood == "categorical" else 1
+        d_out = math.prod(self.data_shape) * self.k
+        d_in = latent_dim + num_classes
+        if arch == "mlp":
+            self.body = make_mlp([d_in, *reversed(hidden), d_out], dropout)
+        else:
+            c, h, w = self.data_shape
+            wd = hidden[0]
+            self._grid = (2 * wd, h // 4, w // 4)
+            self.body = nn.Sequential(
+                nn.Linear(d_in, math.prod(self._grid)), nn.LeakyReLU(),
+                nn.Unflatten(1, self._grid),
+                nn.ConvTranspose2d(2 * wd, wd, 4, stride=2, padding=1), nn.LeakyReLU(),
+                nn.ConvTranspose2d(wd, wd, 4, stride=2, padding=1), nn.LeakyReLU(),
+                nn.Conv2d(wd, c * self.k, 3, padding=1),
+            )
+        if likelihood == "gaussian":
+            self.log_scale = nn.Parameter(torch.full(self.data_shape, math.log(scale)))
+        else:
+            self.register_buffer("log_scale", torch.tensor(math.log(scale)), persistent=False)
+
+    def raw(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw output ``(..., *data_shape[, K])`` for ``z`` of shape ``(..., latent_dim)``."""
+        batch = z.shape[:-1]
+        z = z.reshape(-1, z.shape[-1])
+        if self.num_classes:
+            onehot = _one_hot(y, self.num_classes, z).expand(*batch, self.num_classes)
+            z = torch.cat([z, onehot.reshape(-1, self.num_classes)], -1)
+        out = self.body(z)
+        if self.arch == "conv" and self.k > 1:  # (B, C*K, H, W) -> (B, C, H, W, K)
+            c, h, w = self.data_shape
+            out = out.reshape(-1, c, self.k, h, w).permute(0, 1, 3, 4, 2)
+        shape = (*self.data_shape, self.k) if self.k > 1 else self.data_shape
+        return out.reshape(*batch, *shape)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        return likelihood_dist(self.likelihood, self.raw(z, y), self.log_scale.exp(),
+                               len(self.data_shape))
+
+    def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean image: expected level (categorical), probability, or location."""
+        out = self.raw(z, y)
+        if self.likelihood == "categorical":
+            levels = torch.arange(self.k, dtype=out.dtype, device=out.device)
+            return (out.softmax(-1) * levels).sum(-1)
+        if self.likelihood in ("bernoulli", "bce"):
+            return out.sigmoid()
+        return out
