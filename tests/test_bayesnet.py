@@ -10,7 +10,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from helpers import brute_force, pgmpy_example, random_network
+from helpers import brute_force, random_network
 from torch import nn
 
 from probgen.errors import CPDError, EvidenceError, GraphError

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import pyro.distributions as dist
 from pyro.distributions import Categorical, Normal
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import Distribution

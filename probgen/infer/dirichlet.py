@@ -88,7 +88,7 @@ def sample_posterior(
             svi.step(counts, alpha)
         with torch.no_grad():
             draws = {}
-            for node, c in counts.items():
+            for node in counts:
                 q = pyro.param(f"q_{node}").detach()
                 draws[_site(node)] = (
                     dist.Dirichlet(q).sample((num_samples,)).numpy()

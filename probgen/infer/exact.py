@@ -58,6 +58,9 @@ class _Compiled:
     factors: dict[str, Factor]
     ancestors: dict[str, frozenset[str]]
     rank: dict[str, int]  # position in the global elimination order
+    descendants: dict[str, frozenset[str]]  # each node and its descendants
+    # for nodes whose columns sum to 1 only up to rounding: (column sums, table / sums)
+    sums: dict[str, tuple[np.ndarray, np.ndarray]]
     paths: dict[tuple, Any] = field(default_factory=dict)
 
 
@@ -88,7 +91,19 @@ def _compile(bn: BayesNet) -> _Compiled:
             acc |= ancestors[p]
         ancestors[n] = frozenset(acc)
     rank = {v: i for i, v in enumerate(_min_weight_order(factors, card))}
-    compiled = _Compiled(key, order, states, lookup, card, factors, ancestors, rank)
+    descendants: dict[str, frozenset[str]] = {}
+    for n in reversed(order):
+        acc = {n}
+        for ch in bn.graph.successors(n):
+            acc |= descendants[ch]
+        descendants[n] = frozenset(acc)
+    sums = {}
+    for n, (arr, _) in factors.items():
+        s = arr.sum(axis=0)
+        if np.abs(s - 1.0).max() > 1e-13:
+            sums[n] = (s, arr / s)
+    compiled = _Compiled(key, order, states, lookup, card, factors, ancestors, rank,
+                         descendants, sums)
     bn._exact_cache = compiled  # type: ignore[attr-defined]
     return compiled
 
@@ -376,7 +391,32 @@ def _batch_table(
     for v in (*variables, *observed):
         relevant |= c.ancestors[v]
     batch = "__row__"
-    factors = [c.factors[n] for n in c.nodes if n in relevant]
+    factors = []
+    for n in c.nodes:
+        if n not in relevant:
+            continue
+        if n not in c.sums:
+            factors.append(c.factors[n])
+            continue
+        # A node none of whose descendants is queried or observed in a row is barren for
+        # that row: single queries prune it, so it must count as exactly 1 there even when
+        # the CPD's columns sum to 1 only up to rounding (e.g. BIF tables with 1e-7 slack).
+        active = np.zeros(n_rows, dtype=bool)
+        if c.descendants[n] & set(variables):
+            active[:] = True
+        else:
+            for v in c.descendants[n] & set(observed):
+                active |= codes[v] >= 0
+        arr, scope = c.factors[n]
+        colsum, normalised = c.sums[n]
+        if active.all():
+            factors.append((arr, scope))
+        elif not active.any():
+            factors.append((normalised, scope))
+        else:
+            factors.append((normalised, scope))
+            weight = np.where(active.reshape(-1, *[1] * colsum.ndim), colsum, 1.0)
+            factors.append((weight, (batch, *scope[1:])))
     for v, x in observed.items():
         ind = np.zeros((n_rows, c.card[v]))
         seen = x >= 0

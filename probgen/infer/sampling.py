@@ -138,7 +138,7 @@ def sample_bayesnet(
         df = _to_frame(bn, values)
         df["_weight"] = w / w.sum()
         return df
-    for k, v in codes.items():
+    for k in codes:
         if not isinstance(bn.cpd(k), TabularCPD):
             raise EvidenceError(
                 f"rejection sampling needs discrete evidence; {k!r} is continuous "

@@ -324,13 +324,17 @@ def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
     frozen = [p for p in vae.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
+    import warnings
+
     try:
         args = (x,) if y is None else (x, y)
-        for _ in range(steps):
-            loss = objective.loss(vae.model, guide, *args)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        with warnings.catch_warnings():  # pyro.module notes the frozen weights at each call
+            warnings.filterwarnings("ignore", message=".*not registered in the param store")
+            for _ in range(steps):
+                loss = objective.loss(vae.model, guide, *args)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     finally:
         for p in frozen:
             p.requires_grad_(True)
