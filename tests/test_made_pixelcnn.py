@@ -21,7 +21,7 @@ NETS = {
 
 
 def _dependency(net: torch.nn.Module, dims: int, levels: int) -> torch.Tensor:
-    """``dep[d, j]``: does output ``d`` change with input ``j``? (Jacobian, summed over 2 inputs)."""
+    """``dep[d, j]``: does output ``d`` change with input ``j``? (autograd Jacobian)."""
     torch.manual_seed(0)
     net.eval()
     x = torch.randn(2, dims, levels, requires_grad=True)

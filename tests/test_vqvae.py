@@ -49,6 +49,7 @@ def test_straight_through_gradient_is_identity():
 
 def test_ema_update_matches_formula():
     vq = VectorQuantizer(4, 2, decay=0.9, eps=0.0)
+    vq.initialised.fill_(True)  # test the update from the current codebook
     z = torch.randn(1, 2, 3, 3)
     flat = z.permute(0, 2, 3, 1).reshape(-1, 2)
     idx = torch.cdist(flat, vq.codebook).argmin(1)

@@ -71,13 +71,15 @@ class _NetCPD(NeuralCPD):
         return self.module(*parent_values)
 
 
-def _never_sampled(*_: torch.Tensor) -> None:
-    raise ProbgenError("an input node of a VAE program is given, never sampled")
+class GivenInput:
+    """The CPD module of an input node: Program reads its values and never samples it."""
+
+    def __call__(self, *_: torch.Tensor) -> None:
+        raise ProbgenError("an input node of a VAE program is given, never sampled")
 
 
 def _given(node: str) -> NeuralCPD:
-    """A placeholder CPD for an input node (Program reads its values; it never samples it)."""
-    return _NetCPD(node, _never_sampled)
+    return _NetCPD(node, GivenInput())
 
 
 class VAE(nn.Module):

@@ -73,6 +73,8 @@ class VectorQuantizer(nn.Module):
             num_codes, code_dim, ema, decay, eps)
         gen = torch.Generator().manual_seed(seed)
         init = torch.randn(num_codes, code_dim, generator=gen) / math.sqrt(code_dim)
+        # codes start at random encoder outputs of the first training batch (fewer dead codes)
+        self.register_buffer("initialised", torch.tensor(False))
         if ema:
             self.register_buffer("codebook", init)
             self.register_buffer("ema_count", torch.ones(num_codes))
@@ -91,6 +93,15 @@ class VectorQuantizer(nn.Module):
         return self.codebook[indices].permute(0, 3, 1, 2)
 
     @torch.no_grad()
+    def _init_from(self, flat: torch.Tensor) -> None:
+        pick = torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)
+        self.codebook.copy_(flat[pick])
+        if self.ema:
+            self.ema_sum.copy_(flat[pick])
+            self.ema_count.fill_(1.0)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, idx: torch.Tensor) -> None:
         onehot = F.one_hot(idx, self.num_codes).to(flat.dtype)  # (N, K)
         self.ema_count.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
@@ -102,8 +113,11 @@ class VectorQuantizer(nn.Module):
     def forward(self, z_e: torch.Tensor):
         b, d, h, w = z_e.shape
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)
+        learning = self.training and torch.is_grad_enabled()
+        if learning and not bool(self.initialised):
+            self._init_from(flat.detach())
         idx = self.nearest(flat.detach())
-        if self.ema and self.training and torch.is_grad_enabled():
+        if self.ema and learning:
             self._ema_update(flat.detach(), idx)
         idx = idx.reshape(b, h, w)
         e = self.lookup(idx)
