@@ -1,6 +1,6 @@
 """probgen: deep generative models as Pyro programs built on Bayesian-network graphs.
 
-Example:
+Examples:
     >>> import probgen
     >>> bn = probgen.BayesNet.load("sprinkler")
     >>> print(bn.query(["Rain"], evidence={"WetGrass": "T"}).values.round(4))

@@ -7,7 +7,7 @@
 - ``checkerboard``: uniform on the black squares of a 4x4 board over [-2, 2]^2;
 - ``rings``: two concentric rings of radii 1 and 2 with Gaussian radial noise.
 
-Example:
+Examples:
     >>> x = load_density("swiss_roll", 1000, seed=0)
     >>> tuple(x.shape), round(float(x.mean()), 6), round(float(x.std(0, unbiased=False)[0]), 4)
     ((1000, 2), 0.0, 1.0)
@@ -48,7 +48,7 @@ def _standardise(x: np.ndarray) -> torch.Tensor:
 def swiss_roll(n: int, seed: int = 0, noise: float = 0.5) -> torch.Tensor:
     """``make_swiss_roll(n, noise)``, columns 0 and 2, standardised. Shape ``(n, 2)``.
 
-    Example:
+    Examples:
         >>> swiss_roll(10).shape
         torch.Size([10, 2])
     """
@@ -62,7 +62,7 @@ def swiss_roll(n: int, seed: int = 0, noise: float = 0.5) -> torch.Tensor:
 def moons(n: int, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
     """``make_moons(n, noise)``, standardised. Shape ``(n, 2)``.
 
-    Example:
+    Examples:
         >>> moons(10).shape
         torch.Size([10, 2])
     """
@@ -76,7 +76,7 @@ def moons(n: int, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
 def eight_gaussians(n: int, seed: int = 0, radius: float = 2.0, std: float = 0.1) -> torch.Tensor:
     """Equal mixture of 8 Gaussians centred on a circle. Shape ``(n, 2)``.
 
-    Example:
+    Examples:
         >>> float(eight_gaussians(500).norm(dim=1).mean()) > 1.8
         True
     """
@@ -90,7 +90,7 @@ def eight_gaussians(n: int, seed: int = 0, radius: float = 2.0, std: float = 0.1
 def checkerboard(n: int, seed: int = 0) -> torch.Tensor:
     """Uniform on the squares of a 4x4 board over [-2, 2]^2 whose index sum is even.
 
-    Example:
+    Examples:
         >>> x = checkerboard(1000)
         >>> bool(((torch.floor(x[:, 0] + 2) + torch.floor(x[:, 1] + 2)) % 2 == 0).all())
         True
@@ -105,7 +105,7 @@ def checkerboard(n: int, seed: int = 0) -> torch.Tensor:
 def rings(n: int, seed: int = 0, radii: tuple[float, ...] = (1.0, 2.0), noise: float = 0.05):
     """Points on concentric rings (ring chosen uniformly) with radial Gaussian noise.
 
-    Example:
+    Examples:
         >>> rings(8).shape
         torch.Size([8, 2])
     """
@@ -127,7 +127,7 @@ DENSITIES: dict[str, Callable[..., torch.Tensor]] = {
 def load_density(name: str, n: int, seed: int = 0) -> torch.Tensor:
     """Draw ``n`` points of a named density; an unknown name is an error.
 
-    Example:
+    Examples:
         >>> load_density("moons", 4).shape
         torch.Size([4, 2])
     """

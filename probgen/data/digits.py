@@ -8,7 +8,7 @@ val = next 350, test = last 447. Pixels come in four forms:
 - ``"unit"``: ``levels / 16`` in [0, 1],
 - ``"symmetric"``: ``levels / 8 - 1`` in [-1, 1].
 
-Example:
+Examples:
     >>> x = load_digits("train", form="levels")
     >>> tuple(x.shape), x.dtype, int(x.max())
     ((1000, 64), torch.int64, 16)
@@ -52,7 +52,7 @@ def _split(split: str) -> slice:
 def load_digits(split: str = "train", form: str = "levels", image: bool = False) -> torch.Tensor:
     """Digits of one split as ``(N, 64)`` (or ``(N, 1, 8, 8)`` with ``image=True``).
 
-    Example:
+    Examples:
         >>> load_digits("test", "unit", image=True).shape
         torch.Size([447, 1, 8, 8])
     """
@@ -73,7 +73,7 @@ def load_digits(split: str = "train", form: str = "levels", image: bool = False)
 def load_digit_labels(split: str = "train") -> torch.Tensor:
     """Class labels 0..9 of one split (``torch.long``).
 
-    Example:
+    Examples:
         >>> load_digit_labels("val").shape
         torch.Size([350])
     """

@@ -6,7 +6,7 @@
 - :func:`load_images`: a folder of ``.png`` / ``.jpg`` images of one size, sorted by file
   name, as ``(N, C, H, W)`` floats in [0, 1].
 
-Example:
+Examples:
     >>> import tempfile, os, numpy as np
     >>> p = os.path.join(tempfile.mkdtemp(), "x.npy"); np.save(p, np.zeros((3, 2)))
     >>> load_tensor(p).shape
@@ -31,7 +31,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def load_tensor(path: str | os.PathLike, key: str | None = None) -> torch.Tensor:
     """Load one tensor from a ``.safetensors``, ``.npy``, ``.npz`` or ``.pt`` file.
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> from safetensors.torch import save_file
         >>> p = os.path.join(tempfile.mkdtemp(), "x.safetensors")
@@ -84,7 +84,7 @@ def load_images(path: str | os.PathLike, grayscale: bool = False) -> torch.Tenso
 
     Images must share one size (resize them beforehand); ``grayscale`` averages RGB.
 
-    Example:
+    Examples:
         >>> import tempfile, matplotlib.pyplot as plt
         >>> d = tempfile.mkdtemp(); plt.imsave(f"{d}/a.png", np.zeros((4, 5, 3)))
         >>> load_images(d).shape

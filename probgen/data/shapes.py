@@ -16,7 +16,7 @@ Images are rendered with 4x4 supersampling (anti-aliased), as ``(N, 3, H, W)`` f
 [0, 1]; the factors come back as integer indices, ``(N, 6)``. Everything is a pure function
 of the seed.
 
-Example:
+Examples:
     >>> data = make_shapes(16, size=32, seed=0)
     >>> tuple(data.images.shape), tuple(data.factors.shape)
     ((16, 3, 32, 32), (16, 6))
@@ -69,7 +69,7 @@ def _inside(shape: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def render_shapes(factors: torch.Tensor, size: int = 32) -> torch.Tensor:
     """Render factor indices ``(N, 6)`` to images ``(N, 3, size, size)``.
 
-    Example:
+    Examples:
         >>> img = render_shapes(torch.tensor([[1, 5, 0, 4, 4, 0]]), size=16)
         >>> img.shape, float(img.max()) <= 1.0
         (torch.Size([1, 3, 16, 16]), True)
@@ -105,7 +105,7 @@ def render_shapes(factors: torch.Tensor, size: int = 32) -> torch.Tensor:
 def make_shapes(n: int = 5000, size: int = 32, seed: int = 0) -> ShapesData:
     """Draw ``n`` factor combinations uniformly (seeded) and render them.
 
-    Example:
+    Examples:
         >>> a, b = make_shapes(4, 16, seed=1), make_shapes(4, 16, seed=1)
         >>> torch.equal(a.images, b.images)
         True

@@ -7,7 +7,7 @@ English technical prose of about 400 KB, identical on every machine with the sam
 version (other versions give slightly different text; the length is reported by
 :func:`default_corpus`).
 
-Example:
+Examples:
     >>> from probgen.data.text import default_corpus, split_tokens
     >>> text = default_corpus()
     >>> text.startswith("The Zen of Python"), len(text) > 200_000
@@ -69,7 +69,7 @@ def _module_docstrings(name: str) -> list[str]:
 def default_corpus() -> str:
     """The embedded corpus: the Zen of Python, then stdlib docstrings (see module docs).
 
-    Example:
+    Examples:
         >>> from probgen.data.text import default_corpus
         >>> print(default_corpus()[:17])
         The Zen of Python
@@ -83,7 +83,7 @@ def default_corpus() -> str:
 def load_text(path: str | Path | None = None, encoding: str = "utf-8") -> str:
     """Text of a user's file, or the embedded :func:`default_corpus` when ``path`` is None.
 
-    Example:
+    Examples:
         >>> from probgen.data.text import load_text
         >>> load_text()[:3]
         'The'
@@ -102,7 +102,7 @@ def load_text(path: str | Path | None = None, encoding: str = "utf-8") -> str:
 def split_tokens(tokens: Tensor, val_fraction: float = 0.1) -> tuple[Tensor, Tensor]:
     """Split a 1-D token tensor into a leading train part and a trailing validation part.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.data.text import split_tokens
         >>> [len(t) for t in split_tokens(torch.arange(10), 0.2)]
@@ -125,7 +125,7 @@ def sample_batch(
 ) -> tuple[Tensor, Tensor]:
     """Random windows of a token stream: inputs ``x`` and next-token targets ``y``, (B, T).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.data.text import sample_batch
         >>> x, y = sample_batch(torch.arange(50), batch_size=4, block_size=8)

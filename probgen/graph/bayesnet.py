@@ -6,7 +6,7 @@ The class stores structure and CPDs and validates them. Questions about the grap
 reached through thin methods (``query``, ``fit``, ``sample``, ``log_prob``) so that users
 can write ``bn.query(...)`` as they would with pgmpy.
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet, TabularCPD
     >>> bn = BayesNet([("Rain", "Wet")])
     >>> bn.add_cpds(

@@ -8,7 +8,7 @@ a ``pyro.distributions`` distribution through :meth:`CPD.distribution`. Three ki
 - :class:`NeuralCPD` — any callable (usually a ``torch.nn.Module``) mapping parent values
   to a distribution; this is how VAEs, flows and ARMs plug into a graph.
 
-Example:
+Examples:
     >>> cpd = TabularCPD("Rain", [[0.8, 0.2], [0.2, 0.8]], states=["no", "yes"],
     ...                  parents=["Cloudy"], parent_states={"Cloudy": ["F", "T"]})
     >>> cpd.probs(Cloudy="T").tolist()
@@ -79,7 +79,7 @@ class TabularCPD(CPD):
     Raises:
         CPDError: negative or non-finite entries, a wrong shape or a column not summing to 1.
 
-    Example:
+    Examples:
         >>> TabularCPD("Coin", [0.5, 0.5], states=["H", "T"]).values.shape
         (2, 1)
     """
@@ -264,7 +264,7 @@ class TabularCPD(CPD):
 class LinearGaussianCPD(CPD):
     """``variable ~ Normal(bias + sum_i weights[i] * parents[i], std)``.
 
-    Example:
+    Examples:
         >>> cpd = LinearGaussianCPD("y", parents=["x"], weights=[2.0], bias=1.0, std=0.5)
         >>> float(cpd.distribution([torch.tensor(3.0)]).mean)
         7.0
@@ -319,7 +319,7 @@ class NeuralCPD(CPD):
     :func:`probgen.fit`); any callable works. ``event_dim`` is the number of rightmost
     dimensions of one draw (1 for a vector-valued node such as an image flattened to 64).
 
-    Example:
+    Examples:
         >>> import torch.nn as nn
         >>> class Dec(nn.Module):
         ...     def __init__(self):

@@ -12,7 +12,7 @@ keeps the members of a plate side by side, and draws:
 It builds a bare :class:`matplotlib.figure.Figure` (no pyplot state, safe on a headless
 Agg machine) and returns it; notebooks display it when it is the cell's value.
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet([("z", "x")], name="vae")
     >>> bn.add_node("z", latent=True, plate="data")
@@ -63,7 +63,7 @@ def _half_width(bn: BayesNet, n: str) -> float:
 def layered_layout(bn: BayesNet, *, sweeps: int = 4) -> dict[str, tuple[float, float]]:
     """Positions ``{node: (x, y)}``: layer ``k`` at ``y = -k``, parents above children.
 
-    Example:
+    Examples:
         >>> from probgen.graph import BayesNet
         >>> pos = layered_layout(BayesNet([("a", "b"), ("a", "c")]))
         >>> pos["a"][1], pos["b"][1], pos["b"][0] < pos["c"][0]
@@ -250,7 +250,7 @@ def to_dot(bn: BayesNet) -> str:
     ``cluster_<plate>`` subgraphs with rounded borders. Text only; render it with any
     Graphviz tool (``dot -Tpng``) or an online viewer.
 
-    Example:
+    Examples:
         >>> from probgen.graph import BayesNet
         >>> print(to_dot(BayesNet([("a", "b")], name="g")).splitlines()[-2])
           "a" -> "b";

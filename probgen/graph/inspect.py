@@ -5,7 +5,7 @@ Latent nodes are ordinary nodes here: d-separation is a property of the graph, s
 :func:`active_trail_nodes` returns latent nodes too (pgmpy drops them unless asked with
 ``include_latents=True``).
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet([("Cloudy", "Rain"), ("Cloudy", "Sprinkler"),
     ...                ("Rain", "Wet"), ("Sprinkler", "Wet")])
@@ -51,7 +51,7 @@ def active_trail_nodes(bn: BayesNet, x: str, observed: Iterable[str] = ()) -> se
     Raises:
         GraphError: an unknown node name.
 
-    Example:
+    Examples:
         >>> from probgen.graph import BayesNet
         >>> bn = BayesNet([("A", "C"), ("B", "C")])
         >>> sorted(active_trail_nodes(bn, "A")), sorted(active_trail_nodes(bn, "A", ["C"]))
@@ -101,7 +101,7 @@ def is_dseparated(
         GraphError: an unknown node, an empty ``x`` or ``y``, or sets that overlap (a
             variable cannot be independent of itself, nor is it asked given itself).
 
-    Example:
+    Examples:
         >>> from probgen.graph import BayesNet
         >>> bn = BayesNet([("A", "B"), ("B", "C")])
         >>> is_dseparated(bn, "A", "C"), is_dseparated(bn, {"A"}, {"C"}, given=["B"])
@@ -124,7 +124,7 @@ def markov_blanket(bn: BayesNet, node: str) -> set[str]:
 
     Given its Markov blanket, a node is independent of every other node.
 
-    Example:
+    Examples:
         >>> from probgen.graph import BayesNet
         >>> sorted(markov_blanket(BayesNet([("A", "B"), ("C", "B"), ("B", "D")]), "A"))
         ['B', 'C']
@@ -152,7 +152,7 @@ def factorization(bn: BayesNet) -> str:
     module's name) and per CPD-less node with a ``description`` attribute (skeletons).
     A network of plain tables prints one line.
 
-    Example:
+    Examples:
         >>> from probgen.graph import BayesNet, LinearGaussianCPD
         >>> bn = BayesNet.from_cpds([LinearGaussianCPD("z"),
         ...     LinearGaussianCPD("x", parents=["z"], weights=[2.0], bias=1.0, std=0.5)])

@@ -46,7 +46,7 @@ BIF files go through pgmpy's ``BIFReader``/``BIFWriter``. probgen writes ``laten
 ``plate`` and ``label`` as BIF ``property`` lines and reads them back; BIF state names are
 always read as strings.
 
-Example:
+Examples:
     >>> bn = load("sprinkler")
     >>> print(bn.cpd("WetGrass"))
     TabularCPD('WetGrass', states=['F', 'T'], parents=['Sprinkler', 'Rain'])
@@ -146,7 +146,7 @@ def _shipped() -> dict[str, Any]:
 def available() -> list[str]:
     """Every name :func:`load` accepts: shipped graph files first, then pgmpy's networks.
 
-    Example:
+    Examples:
         >>> names = available()
         >>> names.index("sprinkler") < names.index("alarm")
         True
@@ -167,7 +167,7 @@ def load(name_or_path: str | os.PathLike) -> BayesNet:
             file, or a malformed file (the message names the file and the node).
         CPDError: a malformed table (the message names the file and the node).
 
-    Example:
+    Examples:
         >>> load("asia").cpd("either").parents
         ('lung', 'tub')
     """
@@ -431,7 +431,7 @@ def save(bn: BayesNet, path: str | os.PathLike) -> None:
         GraphError: an unknown file extension.
         CPDError: a CPD the format cannot hold (neural CPDs; non-tabular ones in BIF).
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "sprinkler.yaml")
         >>> save(load("sprinkler"), path)

@@ -13,7 +13,7 @@ Latent nodes (pgmpy's ``model.latents``) become probgen nodes with ``latent=True
 vice versa. Anything else (NoisyOR CPDs, a neural CPD, a mix of kinds) raises an error
 naming the node at fault.
 
-Example:
+Examples:
     >>> import warnings
     >>> from pgmpy.utils import get_example_model
     >>> with warnings.catch_warnings():

@@ -6,7 +6,7 @@ and the complete-data likelihood ``sum counts * log theta`` entered as a ``pyro.
 number of rows). The posterior is conjugate — ``Dirichlet(alpha + counts)`` — which is what
 the tests check the samplers against.
 
-Example:
+Examples:
     >>> import torch
     >>> idata, means = sample_posterior({"A": torch.tensor([3., 1.])}, {"A": 1.0},
     ...                                 inference="svi", num_samples=200, svi_steps=300)

@@ -17,7 +17,7 @@ records at once and returns a tensor. Both work on the relevant part of the netw
 Every contraction is sized before it runs: one that would exceed ``max_bytes`` raises
 :class:`~probgen.errors.QueryTooLargeError` instead of exhausting memory.
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet.load("asia")
     >>> print(bn.query(["lung"], evidence={"smoke": "yes"}).values.round(3))

@@ -11,7 +11,7 @@ same call when it has ``model`` and ``guide`` methods; its ``objective`` attribu
 ``data_shape`` attribute (checked against the data) and a ``sample(n)`` method (for PNG
 grids) are used when present.
 
-Example:
+Examples:
     >>> import torch, pyro, pyro.distributions as dist
     >>> def model(x):
     ...     loc = pyro.param("loc", torch.tensor(0.0))
@@ -71,7 +71,7 @@ def as_tensors(data: Any, name: str = "data") -> tuple[torch.Tensor, ...] | Any:
 
     Tensors must share their first dimension, be real or integer, and be finite.
 
-    Example:
+    Examples:
         >>> [t.shape for t in as_tensors(torch.zeros(5, 2))]
         [torch.Size([5, 2])]
     """
@@ -122,7 +122,7 @@ class BatchSampler:
     The last incomplete batch of an epoch is skipped. Its state (generator, order, position)
     is saved in checkpoints so that a resumed run sees the same batches.
 
-    Example:
+    Examples:
         >>> s = BatchSampler((torch.arange(10),), 4, seed=0, device=torch.device("cpu"))
         >>> s.next()[0].shape
         torch.Size([4])
@@ -302,18 +302,22 @@ def fit(
     """Train ``model``/``guide`` on ``data`` by minimising ``objective``.
 
     Args:
-        model, guide: Pyro callables (functions, ``nn.Module``/``PyroModule`` or their
-            methods), or a family object as ``model`` with ``guide=None``.
+        model: a Pyro callable (function, ``nn.Module``/``PyroModule`` or a method), or a
+            family object with ``guide=None``.
+        guide: a Pyro callable, or ``None`` (empty guide, or the family's own).
         data: a tensor, a tuple of tensors (passed as ``model(*batch)``) or a Dataset.
         objective: an :class:`~probgen.infer.objectives.Objective`, a Pyro ``ELBO`` or a
             name; default the family's objective, ``"elbo"`` with a guide, else
             ``"likelihood"``.
         steps: total optimisation steps (a resumed run continues up to it).
         batch_size: examples per step; ``None`` for the whole data set.
-        out, resume, checkpoint_every: the run folder, whether to continue it, and how
-            often to checkpoint (always at the end).
-        val_data, val_every, patience: validation loss every ``val_every`` steps; stop
-            after ``patience`` validations without improvement and restore the best weights.
+        out: the run folder (``None``: nothing written).
+        resume: continue the run in ``out`` up to ``steps``.
+        checkpoint_every: steps between checkpoints (always one at the end).
+        val_data: validation data; its loss is computed every ``val_every`` steps.
+        val_every: steps between validations.
+        patience: stop after this many validations without improvement (the best weights
+            are restored).
 
     The logged ``loss`` is per example: the objective's batch sum over ``batch_size``.
 

@@ -9,7 +9,7 @@
   ArviZ ``InferenceData`` so the usual diagnostics (``az.summary``, ``az.plot_posterior``)
   apply. The CPDs are set to the posterior mean of the draws.
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet.load("sprinkler")
     >>> df = bn.sample(2000, seed=0)
@@ -115,8 +115,13 @@ def fit_bayesnet(
             a Bayesian fit of the tabular CPDs.
         equivalent_sample_size: BDeu's equivalent sample size.
         inference: ``"nuts"`` or ``"svi"`` (Bayesian fits only).
-        num_samples, warmup_steps, svi_steps, seed, progress, max_tree_depth: sampler
-            settings (NUTS is exact but slow on large tables; SVI is fast).
+        num_samples: posterior draws to keep.
+        warmup_steps: NUTS warm-up iterations.
+        svi_steps: SVI optimisation steps.
+        seed: random seed.
+        progress: show a progress bar.
+        max_tree_depth: NUTS tree depth (NUTS is exact but slow on large tables; SVI is
+            fast).
     """
     if inference not in ("nuts", "svi"):
         raise ValueError(f"unknown inference {inference!r}; use 'nuts' or 'svi'")

@@ -14,7 +14,7 @@ automatically when one plate has the batch's size). For discrete data (e.g. 17-l
 digits) these are true probabilities; for continuous data they are densities (no
 dequantisation correction is applied).
 
-Example:
+Examples:
     >>> import pyro, pyro.distributions as dist
     >>> def model(x):
     ...     with pyro.plate("data", x.shape[0]):
@@ -92,7 +92,7 @@ def importance_nll(model: Callable, guide: Callable, data: Any, num_samples: int
                    batch_size: int = 128, plate: str | None = None, seed: int = 0) -> LogLikelihood:
     """Importance-sampled NLL with ``num_samples`` guide samples per example (an upper bound).
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):  # z ~ N(0, 1), x ~ N(z, 1)  =>  x ~ N(0, 2)
         ...     with pyro.plate("data", x.shape[0]):
@@ -137,7 +137,7 @@ def evaluate_nll(model: Callable, guide: Callable | None, data: Any, kind: str =
                  num_samples: int = 100, **kwargs: Any) -> LogLikelihood:
     """Dispatch by ``kind``: ``"auto"`` is exact without a guide, importance-sampled with one.
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):
         ...     with pyro.plate("data", x.shape[0]):

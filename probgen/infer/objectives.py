@@ -31,7 +31,7 @@ model under one light Pyro handler (:class:`SiteRecorder`) that records sampled 
 accumulates ``log_prob`` sums, instead of building full Pyro traces. That is what keeps the
 engine within a few percent of a hand-written PyTorch loop.
 
-Example:
+Examples:
     >>> import torch, pyro, pyro.distributions as dist
     >>> def model(x):
     ...     with pyro.plate("data", x.shape[0]):
@@ -71,7 +71,7 @@ __all__ = [
 class Objective:
     """Base class of the objective protocol (see the module docstring); subclasses set ``loss``.
 
-    Example:
+    Examples:
         >>> class Zero(Objective):
         ...     def loss(self, model, guide, *batch):
         ...         return torch.zeros((), requires_grad=True)
@@ -110,7 +110,7 @@ class SiteRecorder(Messenger):
     ``per_example`` set to a plate name, log-densities are kept per example (summed over
     every other dimension) instead of summed to a scalar.
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> with SiteRecorder() as rec:
         ...     _ = pyro.sample("z", dist.Normal(0.0, 1.0))
@@ -217,7 +217,7 @@ class ELBO(Objective):
     Guides with non-reparameterised sites are delegated to Pyro's ``Trace_ELBO``
     (score-function gradients) when ``beta == 1``.
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):
         ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
@@ -330,7 +330,7 @@ def _scaled(lp: torch.Tensor, scale: Any, mask: Any) -> torch.Tensor:
 class BetaELBO(ELBO):
     """The beta-weighted ELBO of beta-VAE (Higgins et al. 2017): the KL term times ``beta``.
 
-    Example:
+    Examples:
         >>> BetaELBO(4.0).config()["beta"]
         4.0
     """
@@ -354,7 +354,7 @@ def per_example_log_weights(
     observed and the result is ``log p(x_i)`` repeated. ``plate`` names the data plate;
     by default it is found as the plate whose size equals the batch size.
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):
         ...     with pyro.plate("data", x.shape[0]):
@@ -421,7 +421,7 @@ class IWAE(ELBO):
     ``loss = -sum_i log (1/K) sum_k w_ik`` with ``w_ik = p(x_i, z_ik) / q(z_ik | x_i)``;
     equal to the ELBO for ``K = 1``. Needs every site inside the data plate.
 
-    Example:
+    Examples:
         >>> IWAE(5).config()
         {'name': 'iwae', 'num_samples': 5, 'plate': None}
     """
@@ -454,7 +454,7 @@ class Likelihood(Objective):
 
     For autoregressive models, flows and Bayesian networks without latents.
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> def model(x):
         ...     pyro.sample("x", dist.Bernoulli(0.5), obs=x)
@@ -476,7 +476,7 @@ class Likelihood(Objective):
 class PyroELBO(Objective):
     """Wraps any Pyro ``ELBO`` (``TraceGraph_ELBO``, ``RenyiELBO``, ...) as an objective.
 
-    Example:
+    Examples:
         >>> PyroELBO(pyro.infer.Trace_ELBO()).config()["name"]
         'pyro:Trace_ELBO'
     """
@@ -504,7 +504,7 @@ _NAMED: dict[str, Callable[[], Objective]] = {
 def resolve_objective(objective: Any) -> Objective:
     """Turn a name, a Pyro ``ELBO`` or an objective object into an objective.
 
-    Example:
+    Examples:
         >>> type(resolve_objective("iwae")).__name__
         'IWAE'
     """

@@ -19,7 +19,7 @@ killed at any moment leaves the previous checkpoint intact. Tensors are read wit
 ``safetensors`` only, JSON with ``json``: a tampered, truncated or pickled file raises
 :class:`RunFolderError` and nothing in it is executed.
 
-Example:
+Examples:
     >>> import tempfile, torch
     >>> d = tempfile.mkdtemp()
     >>> save_checkpoint(d, 3, {"w": torch.ones(2)}, {}, {"step": 3}, []).name
@@ -169,7 +169,7 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The state of torch's CPU generator (tensors) and Python's and NumPy's (JSON).
 
-    Example:
+    Examples:
         >>> t, j = rng_state(); set_rng_state(t, j); sorted(j)
         ['numpy', 'python']
     """

@@ -9,7 +9,7 @@ from the posterior, wasteful when the evidence is rare); ``method="likelihood_we
 clamps evidence nodes and returns a ``_weight`` column equal to the likelihood of the
 evidence for each row (weights sum to one).
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet.load("sprinkler")
     >>> df = bn.sample(1000, seed=0)

@@ -5,7 +5,7 @@
 - :func:`energy_distance`: ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013), the
   V-statistic (all pairs, including i = j).
 
-Example:
+Examples:
     >>> x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
     >>> round(energy_distance(x, x), 6)
     0.0
@@ -43,7 +43,7 @@ def mmd(
 
     ``k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2))`` over the bandwidths ``h``.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> a, b = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 3
         >>> mmd(a, b) > 0.5
@@ -67,7 +67,7 @@ def mmd(
 def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     """Energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (>= 0, zero iff equal laws).
 
-    Example:
+    Examples:
         >>> energy_distance(torch.zeros(2, 1), torch.ones(2, 1))
         2.0
     """

@@ -9,7 +9,7 @@ activations of the last hidden layer.
 ``FD = |mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x^{1/2} S_y S_x^{1/2})^{1/2})`` (Heusel et al.
 2017, eq. 6; Dowson & Landau 1982), computed in float64.
 
-Example:
+Examples:
     >>> from probgen.data.digits import load_digits
     >>> fd = digits_frechet_distance(load_digits("val", "unit"), load_digits("test", "unit"))
     >>> 0 <= fd < 20
@@ -76,7 +76,7 @@ _CACHED: dict[Path, nn.Sequential] = {}
 def digits_classifier() -> nn.Sequential:
     """The cached feature classifier (trains and caches it on first use, ~1 s).
 
-    Example:
+    Examples:
         >>> from probgen.data.digits import load_digits, load_digit_labels
         >>> net = digits_classifier()
         >>> acc = (net(load_digits("test", "unit")).argmax(1) == load_digit_labels("test"))
@@ -126,7 +126,7 @@ def _unit_images(x: torch.Tensor, name: str) -> torch.Tensor:
 def digits_features(x: torch.Tensor) -> torch.Tensor:
     """64 classifier features per digit; ``x`` in [0, 1], shape (N, 64) or (N, 1, 8, 8).
 
-    Example:
+    Examples:
         >>> digits_features(torch.zeros(3, 64)).shape
         torch.Size([3, 64])
     """
@@ -142,7 +142,7 @@ def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
 def frechet_distance(fx: torch.Tensor, fy: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N, D), (M, D).
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> a = torch.randn(5000, 2, generator=g, dtype=torch.float64)
         >>> round(frechet_distance(a, a + 1.0), 3)  # |mean shift|^2 = 2
@@ -163,7 +163,7 @@ def frechet_distance(fx: torch.Tensor, fy: torch.Tensor) -> float:
 def digits_frechet_distance(samples: torch.Tensor, reference: torch.Tensor | None = None) -> float:
     """FD between digit samples and ``reference`` (default: the test split), in [0, 1] scale.
 
-    Example:
+    Examples:
         >>> from probgen.data.digits import load_digits
         >>> digits_frechet_distance(torch.rand(500, 64)) > 10 * digits_frechet_distance(
         ...     load_digits("val", "unit"))

@@ -5,7 +5,7 @@ square (e.g. 64 -> 8x8 digits). Values must lie in [0, 1] (pass ``value_range`` 
 another range, e.g. ``(-1, 1)``, or ``(0, 16)`` for 17-level digits). Files are written
 atomically.
 
-Example:
+Examples:
     >>> import tempfile
     >>> p = save_grid(torch.rand(6, 64), tempfile.mkdtemp() + "/g.png")
     >>> p.stat().st_size > 0
@@ -45,7 +45,7 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1,
               value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Tile images into one ``(C, H', W')`` tensor in [0, 1] (padding is 1.0, white).
 
-    Example:
+    Examples:
         >>> make_grid(torch.zeros(4, 1, 8, 8), nrow=2).shape
         torch.Size([1, 19, 19])
     """

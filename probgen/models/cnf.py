@@ -103,7 +103,8 @@ class CNFTransform(TransformModule):
         exact_trace: exact Jacobian trace; default ``dim <= 2``, else Hutchinson.
         t1: integration time.
         method: a torchdiffeq solver name (``"dopri5"``, ``"rk4"``, ...).
-        rtol, atol: solver tolerances.
+        rtol: the solver's relative tolerance.
+        atol: the solver's absolute tolerance.
         adjoint: back-propagate with the adjoint method (memory O(1) in the steps).
         noise: Hutchinson probe distribution.
         options: solver options for torchdiffeq, e.g. ``{"step_size": 0.1}`` for ``"rk4"``.

@@ -92,8 +92,9 @@ _LEVELS = 17  # probgen's digits
 class SplineConditioner(nn.Module):
     """MLP ``x1 -> (widths, heights, derivatives)`` of quadratic splines for ``out_dim`` values.
 
-    Hidden layers are ReLU + dropout; the output layer starts at zero, so a new coupling
-    layer is the identity (a stable start for deep stacks).
+    Hidden layers are ReLU + dropout; the output layer starts at zero (uniform bins) with the
+    knot derivatives' bias set so that Pyro's ``1e-3 + softplus(d)`` is 1: a new coupling
+    layer is exactly the identity (a stable start for deep stacks).
 
     Example:
         >>> net = SplineConditioner(3, out_dim=2, hidden=8, bins=4)
@@ -116,6 +117,8 @@ class SplineConditioner(nn.Module):
         self.head = nn.Linear(d, sum(self.sizes))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.bias[-self.sizes[-1]:] = math.log(math.expm1(1.0 - 1e-3))
 
     def forward(self, x1: Tensor) -> tuple[Tensor, ...]:
         return tuple(self.head(self.body(x1)).split(self.sizes, dim=-1))

@@ -12,7 +12,7 @@ top-k and nucleus (top-p, Holtzman et al. 2020) sampling, the CTRL repetition pe
 (Keskar et al. 2019), stop tokens and a key/value cache that yields exactly the tokens of
 the uncached path.
 
-Example:
+Examples:
     >>> import torch
     >>> from probgen.models.gpt import GPT, GPTConfig
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -57,7 +57,7 @@ IGNORE_INDEX = -100
 class GPTConfig:
     """Sizes of a GPT. ``block_size`` is the longest context the model can read.
 
-    Example:
+    Examples:
         >>> from probgen.models.gpt import GPTConfig
         >>> GPTConfig(vocab_size=65, block_size=128).n_embd
         256
@@ -97,7 +97,7 @@ class GPT(nn.Module):
 
     ``forward(idx)`` maps token ids (B, T) to next-token logits (B, T, vocab_size).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.models.gpt import GPT, GPTConfig
         >>> model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8))
@@ -283,7 +283,7 @@ class GPT(nn.Module):
 def apply_repetition_penalty(logits: Tensor, idx: Tensor, penalty: float) -> Tensor:
     """CTRL's repetition penalty: logits (B, V) of the tokens in ``idx`` (B, T) are pushed down.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.models.gpt import apply_repetition_penalty
         >>> apply_repetition_penalty(torch.tensor([[2.0, -2.0, 1.0]]), torch.tensor([[0, 1]]), 2.0)
@@ -299,7 +299,7 @@ def apply_repetition_penalty(logits: Tensor, idx: Tensor, penalty: float) -> Ten
 def filter_top_k(logits: Tensor, k: int) -> Tensor:
     """Set all but the ``k`` largest logits of each row (B, V) to -inf.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.models.gpt import filter_top_k
         >>> filter_top_k(torch.tensor([[1.0, 3.0, 2.0]]), 2)
@@ -315,7 +315,7 @@ def filter_top_k(logits: Tensor, k: int) -> Tensor:
 def filter_top_p(logits: Tensor, p: float) -> Tensor:
     """Nucleus filtering: keep the smallest set of tokens whose probability reaches ``p``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.models.gpt import filter_top_p
         >>> filter_top_p(torch.tensor([[0.5, 0.3, 0.2]]).log(), 0.7).isinf().tolist()
@@ -342,7 +342,7 @@ def next_token(
 ) -> Tensor:
     """Pick one token per row of ``logits`` (B, V): argmax if ``temperature == 0``, else sample.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from probgen.models.gpt import next_token
         >>> next_token(torch.tensor([[0.1, 2.0, 0.3]]), temperature=0)

@@ -14,7 +14,7 @@ four kinds of matrices (``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_
 transposed on the way in and out. The causal-mask buffers (``attn.bias``,
 ``attn.masked_bias``) and the tied ``lm_head.weight`` are skipped.
 
-Example:
+Examples:
     >>> import tempfile, torch
     >>> from probgen.models.gpt import GPT, GPTConfig
     >>> from probgen.models.gpt_pretrained import load_gpt2, save_gpt2
@@ -51,7 +51,7 @@ _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 def gpt2_config(hf: dict, dropout: float = 0.0) -> GPTConfig:
     """A :class:`GPTConfig` from a Hugging Face GPT-2 ``config.json`` dict.
 
-    Example:
+    Examples:
         >>> from probgen.models.gpt_pretrained import gpt2_config
         >>> cfg = dict(vocab_size=50257, n_positions=1024, n_layer=12, n_head=12, n_embd=768)
         >>> gpt2_config(cfg).n_layer
@@ -117,7 +117,7 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
 def load_gpt2(path: str | Path, dropout: float = 0.0) -> GPT:
     """A :class:`GPT` with the weights of a local Hugging Face GPT-2 folder (see module docs).
 
-    Example:
+    Examples:
         >>> from probgen.models.gpt_pretrained import load_gpt2
         >>> load_gpt2("/no/such/folder")
         Traceback (most recent call last):

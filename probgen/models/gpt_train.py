@@ -14,7 +14,7 @@ With ``out_dir`` it writes one run folder::
 :func:`load_gpt_run` reads it back and :func:`generate_text` continues a prompt. These are
 the hooks of the ``probgen`` command line.
 
-Example:
+Examples:
     >>> from probgen.models.gpt_train import train_gpt, generate_text
     >>> run = train_gpt(text="abcabcabc " * 50, steps=30, block_size=16, n_layer=1,
     ...                 n_head=2, n_embd=32, batch_size=8, progress=False)

@@ -10,7 +10,7 @@ to the loss, while the closing end-of-text token is a target, so the model learn
 Batches are right-padded (with the EOS id unless told otherwise); a causal model never
 looks right, so padding needs no attention mask.
 
-Example:
+Examples:
     >>> from probgen.models.instruct import InstructExample, encode_example, format_prompt
     >>> from probgen.nn.tokenizers import CharTokenizer
     >>> ex = InstructExample("Reverse the word.", "cat", "tac")
@@ -113,7 +113,7 @@ def collate(
     ``x[b, t] = ids[t]`` and ``y[b, t] = labels[t + 1]``; padding positions get ``pad_id``
     in ``x`` and IGNORE_INDEX in ``y``.
 
-    Example:
+    Examples:
         >>> from probgen.models.instruct import collate
         >>> x, y = collate([([5, 6, 7], [-100, 6, 7]), ([5, 8], [-100, 8])], pad_id=0)
         >>> x.tolist(), y.tolist()
@@ -219,7 +219,7 @@ _TASKS = (
 def toy_instructions(n: int = 200, seed: int = 0) -> list[InstructExample]:
     """Synthetic instruction data, made offline: four word tasks on twenty short words.
 
-    Example:
+    Examples:
         >>> from probgen.models.instruct import toy_instructions
         >>> toy_instructions(1, seed=3)[0].instruction in {
         ...     "Reverse the word.", "Write the word in capital letters.",

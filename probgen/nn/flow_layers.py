@@ -15,7 +15,7 @@ Squeeze, multi-scale factor-out and the conv coupling net live in
 References: Dinh et al. 2017 (RealNVP, arXiv:1605.08803), Kingma & Dhariwal 2018
 (Glow, arXiv:1807.03039).
 
-Example:
+Examples:
     >>> import torch
     >>> t = InvertibleConv1x1(4)
     >>> x = torch.randn(2, 4, 3, 3)
@@ -59,7 +59,7 @@ def clear_transform_caches(module: nn.Module) -> None:
     freed graph). :class:`~probgen.models.flows.Flow` calls this each time it builds its
     distribution.
 
-    Example:
+    Examples:
         >>> t = ActNorm(2)
         >>> x = torch.randn(3, 2)
         >>> z = t.inv(x)
@@ -86,7 +86,7 @@ class ActNorm(TransformModule):
         channels: number of channels (features for vectors).
         event_dim: 1 for vectors ``(..., C)``, 3 for images ``(..., C, H, W)``.
 
-    Example:
+    Examples:
         >>> t = ActNorm(3, event_dim=3)
         >>> z = t.inv(torch.randn(16, 3, 4, 4) * 5 + 2)   # data-dependent init
         >>> bool(z.mean().abs() < 1e-5), round(z.std().item(), 1)
@@ -147,7 +147,7 @@ class InvertibleConv1x1(TransformModule):
     unlike a raw LU diagonal (Pyro's ``GeneralizedChannelPermute``) ``W`` can never become
     singular during training. Acts on ``(..., C, H, W)``.
 
-    Example:
+    Examples:
         >>> t = InvertibleConv1x1(4)
         >>> t(torch.randn(2, 4, 8, 8)).shape
         torch.Size([2, 4, 8, 8])
@@ -200,7 +200,7 @@ class InvertibleConv1x1(TransformModule):
 class Permutation(TransformModule):
     """A fixed permutation along ``dim``, stored as a buffer.
 
-    Example:
+    Examples:
         >>> Permutation(torch.tensor([2, 0, 1]))(torch.tensor([10., 20., 30.]))
         tensor([30., 10., 20.])
     """
@@ -244,7 +244,7 @@ class Invert(TransformModule):
     ``Invert(AffineAutoregressive(...))`` is a MAF layer: scoring runs the cheap, parallel
     direction and sampling the sequential one (Papamakarios et al. 2017, arXiv:1705.07057).
 
-    Example:
+    Examples:
         >>> t = Invert(InvertibleConv1x1(2))
         >>> x = torch.randn(1, 2, 3, 3)
         >>> bool(torch.allclose(t.inv(t(x).clone()), x, atol=1e-5))

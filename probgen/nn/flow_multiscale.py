@@ -9,7 +9,7 @@
 References: Dinh et al. 2017 (RealNVP, arXiv:1605.08803), Kingma & Dhariwal 2018
 (Glow, arXiv:1807.03039).
 
-Example:
+Examples:
     >>> import torch
     >>> x = torch.randn(2, 1, 8, 8)
     >>> z = Unsqueeze().inv(x)          # scoring direction squeezes
@@ -54,7 +54,7 @@ class Squeeze(TransformModule):
     Volume preserving (``log|det J| = 0``). Use :class:`Unsqueeze` for the opposite direction;
     a Glow level scores data through ``Unsqueeze.inv`` (which squeezes).
 
-    Example:
+    Examples:
         >>> Squeeze()(torch.randn(5, 1, 8, 8)).shape
         torch.Size([5, 4, 4, 4])
     """
@@ -104,7 +104,7 @@ class Squeeze(TransformModule):
 class Unsqueeze(Squeeze):
     """Depth-to-space in the generation direction: ``(C, H, W) -> (C/f^2, H*f, W*f)``.
 
-    Example:
+    Examples:
         >>> Unsqueeze()(torch.randn(5, 4, 4, 4)).shape
         torch.Size([5, 1, 8, 8])
     """
@@ -137,7 +137,7 @@ class FactorOut(TransformModule):
         keep: how many slices along ``dim`` stay in play.
         dim: the split dimension, ``-3`` (channels) for images, ``-1`` for vectors.
 
-    Example:
+    Examples:
         >>> from probgen.nn.flow_layers import InvertibleConv1x1
         >>> t = FactorOut(InvertibleConv1x1(2), keep=2)
         >>> t(torch.randn(3, 4, 2, 2)).shape
@@ -212,7 +212,7 @@ class ConvCouplingNet(nn.Module):
     conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3 and flattens back. The last conv starts at zero
     so each coupling starts as the identity (Glow, sec. 3.3).
 
-    Example:
+    Examples:
         >>> net = ConvCouplingNet(2, 2, (4, 4), hidden=8)
         >>> [t.shape for t in net(torch.randn(5, 2 * 4 * 4))]
         [torch.Size([5, 32]), torch.Size([5, 32])]

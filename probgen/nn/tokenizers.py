@@ -15,7 +15,7 @@ Three kinds, one interface (:class:`Tokenizer`: ``encode``, ``decode``, ``vocab_
 Special tokens (``<|endoftext|>`` by default) are matched in the text before splitting and
 get the first ids.
 
-Example:
+Examples:
     >>> from probgen.nn.tokenizers import CharTokenizer
     >>> tok = CharTokenizer.fit("hello world")
     >>> ids = tok.encode("hello<|endoftext|>")
@@ -184,7 +184,7 @@ class _VocabTokenizer(Tokenizer):
 class CharTokenizer(_VocabTokenizer):
     """One id per character. Build it with :meth:`fit` on the training text.
 
-    Example:
+    Examples:
         >>> from probgen.nn.tokenizers import CharTokenizer
         >>> tok = CharTokenizer.fit("abba")
         >>> tok.vocab_size, tok.encode("ab")
@@ -209,7 +209,7 @@ class CharTokenizer(_VocabTokenizer):
 class WordTokenizer(_VocabTokenizer):
     """Word-level tokens from the regex :data:`WORD_PATTERN`; unknown pieces become ``<unk>``.
 
-    Example:
+    Examples:
         >>> from probgen.nn.tokenizers import WordTokenizer
         >>> tok = WordTokenizer.fit("the cat and the hat")
         >>> tok.decode(tok.encode("the hat and the cat"))
@@ -309,7 +309,7 @@ def _tiktoken_cache_dir() -> str:
 def tiktoken_available(name: str = "gpt2") -> bool:
     """True when ``tiktoken`` is installed and encoding ``name`` is cached (no download needed).
 
-    Example:
+    Examples:
         >>> from probgen.nn.tokenizers import tiktoken_available
         >>> isinstance(tiktoken_available("gpt2"), bool)
         True
@@ -334,7 +334,7 @@ class TiktokenTokenizer(Tokenizer):
     build GPT-2's tokenizer from the ``vocab.json`` of a local GPT-2 folder with
     :meth:`from_vocab_json`.
 
-    Example:
+    Examples:
         >>> from probgen.nn.tokenizers import TiktokenTokenizer, tiktoken_available
         >>> if tiktoken_available("gpt2"):
         ...     print(TiktokenTokenizer("gpt2").vocab_size)
@@ -418,7 +418,7 @@ def get_tokenizer(kind: str, text: str | None = None, **kwargs: Any) -> Tokenize
     encoding name such as ``"gpt2"``. Extra keyword arguments go to the ``fit`` method or
     to :class:`TiktokenTokenizer`.
 
-    Example:
+    Examples:
         >>> from probgen.nn.tokenizers import get_tokenizer
         >>> get_tokenizer("char", "abc").vocab_size
         4
@@ -436,7 +436,7 @@ def get_tokenizer(kind: str, text: str | None = None, **kwargs: Any) -> Tokenize
 def load_tokenizer(source: str | Path | dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from :meth:`Tokenizer.save`'s JSON file (or its dict).
 
-    Example:
+    Examples:
         >>> from probgen.nn.tokenizers import CharTokenizer, load_tokenizer
         >>> tok = CharTokenizer.fit("xyz")
         >>> load_tokenizer(tok.to_dict()).encode("zyx") == tok.encode("zyx")

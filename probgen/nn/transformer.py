@@ -9,7 +9,7 @@ Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`. A :clas
 stores the keys and values of the tokens already seen, so generating one more token costs
 one query against the cache instead of re-running the whole prefix.
 
-Example:
+Examples:
     >>> import torch
     >>> from probgen.nn.transformer import Block, KVCache
     >>> block = Block(n_embd=32, n_head=4)
@@ -39,7 +39,7 @@ class KVCache:
     the model's ``block_size``: a cache that is full cannot take more tokens (``GPT.generate``
     then rebuilds it from the last ``block_size`` tokens, see there).
 
-    Example:
+    Examples:
         >>> cache = KVCache(n_layer=2, batch_size=1, n_head=2, head_dim=4, max_len=8)
         >>> cache.length, cache.max_len
         (0, 8)

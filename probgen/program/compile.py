@@ -12,7 +12,7 @@ enumerates — the missing ones.
 ``x -> z``: they are read, never sampled. So a VAE is two programs:
 ``Program(generative_bn, observed=["x"])`` and ``Program(inference_bn, inputs=["x"])``.
 
-Example:
+Examples:
     >>> import torch
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet.load("sprinkler")

@@ -5,7 +5,7 @@ program is unchanged, so downstream and upstream inference both see the evidence
 ``do`` *intervenes* (Pyro's ``do``): the node is set and cut from its parents, so its
 ancestors no longer learn from it. Both accept state names for discrete nodes.
 
-Example:
+Examples:
     >>> from probgen.graph import BayesNet
     >>> bn = BayesNet.load("sprinkler")
     >>> model = bn.program()

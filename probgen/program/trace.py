@@ -6,7 +6,7 @@ returns a :class:`~probgen.graph.BayesNet` with one node per sample site: observ
 as observed nodes, the rest latent, and each node's innermost plate. The result has no
 CPDs (a skeleton): draw it, print its factorisation, ask d-separation questions.
 
-Example:
+Examples:
     >>> import pyro, pyro.distributions as dist, torch
     >>> def model(x):
     ...     z = pyro.sample("z", dist.Normal(0., 1.))
