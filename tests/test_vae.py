@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from probgen.infer.fit import fit
-from probgen.infer.objectives import IWAE, ELBO
+from probgen.infer.objectives import ELBO, IWAE
 from probgen.models.priors import MixturePrior, StandardPrior, VampPrior
 from probgen.models.vae import VAE, evaluate_vae, load_vae_run, train_vae
 from probgen.models.vae_nets import LIKELIHOODS, Decoder, Encoder

@@ -85,10 +85,12 @@ def test_training_on_digits_reduces_the_loss_and_indices_round_trip():
     x = load_digits("train", "levels", image=True)[:256]
     vq = VQVAE((1, 8, 8), num_codes=16, code_dim=8, hidden=32, likelihood="categorical",
                num_levels=17)
-    before = float(ELBO().loss(vq.model, vq.guide, x)) / len(x)
+    with torch.no_grad():
+        before = float(ELBO().loss(vq.model, vq.guide, x)) / len(x)
     res = fit(vq, None, x, steps=60, batch_size=64, lr=3e-3, progress=False)
     vq.eval()
-    after = float(ELBO().loss(vq.model, vq.guide, x)) / len(x)
+    with torch.no_grad():
+        after = float(ELBO().loss(vq.model, vq.guide, x)) / len(x)
     assert after < before - 20, (before, after)
     idx = vq.encode_indices(x[:4])
     assert idx.shape == (4, 4, 4) and idx.dtype == torch.long

@@ -450,9 +450,11 @@ class IWAE(ELBO):
 
 
 class Likelihood(Objective):
-    """Exact negative log-likelihood of a fully observed model (no guide).
+    """Exact negative log-likelihood of a model with no guide.
 
-    For autoregressive models, flows and Bayesian networks without latents.
+    For autoregressive models, flows and Bayesian networks: every latent site must be a
+    discrete site marked ``infer={"enumerate": "parallel"}``, summed out exactly (Pyro's
+    ``TraceEnum_ELBO`` with an empty guide); a model without latents is scored directly.
 
     Examples:
         >>> import pyro, pyro.distributions as dist
@@ -469,8 +471,18 @@ class Likelihood(Objective):
             raise ProbgenError("guide: the exact likelihood takes no guide (pass guide=None)")
         _check_batch(batch)
         m = _run_model(model, batch, {}, None, False)
+        if m.latent_names and set(m.latent_names) == set(m.enumerated):
+            # discrete latents marked for enumeration are summed out exactly
+            elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=max(m.plate_nesting, 1))
+            if not torch.is_grad_enabled():  # e.g. the engine's parameter discovery
+                return torch.tensor(elbo.loss(model, _empty_guide, *batch))
+            return elbo.differentiable_loss(model, _empty_guide, *batch)
         _require_observed(m)
         return -m.observed_log_prob
+
+
+def _empty_guide(*args: Any, **kwargs: Any) -> None:
+    """The guide of a model whose latents are all enumerated: nothing to sample."""
 
 
 class PyroELBO(Objective):

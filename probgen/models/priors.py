@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import pyro.distributions as dist
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from probgen.errors import ProbgenError
 

@@ -4,14 +4,12 @@ An encoder maps data ``x`` (and optionally a label ``y``) to the guide's
 ``q(z | x) = Normal(loc, scale)`` over a ``latent_dim`` vector. A decoder maps ``z`` (and
 ``y``) to ``p(x | z)``, one of the reconstruction likelihoods of :data:`LIKELIHOODS`:
 
-| name          | data                       | distribution (per pixel)              | loss it equals     |
-|---------------|----------------------------|---------------------------------------|--------------------|
-| ``categorical`` | integer levels 0..K-1    | Categorical over K levels (17 digits) | cross-entropy      |
-| ``bernoulli``   | binary {0, 1}            | Bernoulli(logits)                     | BCE                |
-| ``bce``         | values in [0, 1]         | Bernoulli(logits), not validated      | BCE (soft targets) |
-| ``gaussian``    | real values              | Normal(mean, learned per-pixel scale) | scaled MSE + log s |
-| ``mse``         | real values              | Normal(mean, ``scale``) fixed         | MSE / (2 s^2)      |
-| ``l1``          | real values              | Laplace(mean, ``scale``) fixed        | L1 / s             |
+- ``categorical``: integer levels 0..K-1, a Categorical per pixel (cross-entropy);
+- ``bernoulli``: binary data, Bernoulli(logits) (BCE);
+- ``bce``: values in [0, 1], Bernoulli(logits) without support check (BCE, soft targets);
+- ``gaussian``: Normal(mean, learned per-pixel scale);
+- ``mse``: Normal(mean, fixed ``scale``), i.e. MSE / (2 s^2) plus a constant;
+- ``l1``: Laplace(mean, fixed ``scale``), i.e. L1 / s plus a constant.
 
 Both come as an MLP (``arch="mlp"``, flat data) and a small CNN (``arch="conv"``, images
 ``(C, H, W)`` with H, W divisible by 4). A conditional VAE passes ``num_classes``: the

@@ -50,6 +50,9 @@ __all__ = ["VectorQuantizer", "VQVAE"]
 class VectorQuantizer(nn.Module):
     """A codebook of ``num_codes`` vectors of size ``code_dim``, with EMA or gradient updates.
 
+    With EMA, a code whose running count falls below ``dead_below`` (unused for a long
+    while) restarts at a random encoder output of the current batch.
+
     ``forward(z_e)`` takes ``(B, D, h, w)`` and returns ``(z_q, indices, commitment,
     codebook_loss)``: the straight-through quantised grid, the code indices ``(B, h, w)``
     and the two per-example losses ``(B,)`` (the codebook loss is zero with EMA).
@@ -62,7 +65,7 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(self, num_codes: int, code_dim: int, *, ema: bool = True, decay: float = 0.99,
-                 eps: float = 1e-5, seed: int = 0) -> None:
+                 eps: float = 1e-5, dead_below: float = 0.05, seed: int = 0) -> None:
         super().__init__()
         if num_codes < 2 or code_dim < 1:
             raise ProbgenError(f"num_codes must be >= 2 and code_dim >= 1, got "
@@ -71,6 +74,7 @@ class VectorQuantizer(nn.Module):
             raise ProbgenError(f"decay must be in (0, 1), got {decay!r}")
         self.num_codes, self.code_dim, self.ema, self.decay, self.eps = (
             num_codes, code_dim, ema, decay, eps)
+        self.dead_below = dead_below
         gen = torch.Generator().manual_seed(seed)
         init = torch.randn(num_codes, code_dim, generator=gen) / math.sqrt(code_dim)
         # codes start at random encoder outputs of the first training batch (fewer dead codes)
@@ -109,6 +113,12 @@ class VectorQuantizer(nn.Module):
         n = self.ema_count.sum()
         count = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n  # Laplace
         self.codebook.copy_(self.ema_sum / count[:, None])
+        dead = self.ema_count < self.dead_below  # unused for a long while: restart at data
+        if bool(dead.any()):
+            pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
+            self.codebook[dead] = flat[pick]
+            self.ema_sum[dead] = flat[pick]
+            self.ema_count[dead] = 1.0
 
     def forward(self, z_e: torch.Tensor):
         b, d, h, w = z_e.shape
