@@ -184,3 +184,20 @@ def test_train_vae_run_folder_round_trip(tmp_path):
 def test_default_training_reaches_the_bar(tmp_path):
     m = train_vae(out=tmp_path / "run", progress=False)
     assert m["test_nll"] <= 92.0 and m["test_neg_elbo"] <= 95.0
+
+
+def test_refined_guide_tightens_the_bound_and_leaves_the_model_alone():
+    from probgen.infer.likelihood import elbo_nll
+    from probgen.models.vae import refine_guide
+
+    vae = VAE((64,), 2, hidden=(16,), num_levels=17).eval()
+    x = _levels(20)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    guide = refine_guide(vae, x, steps=100, lr=0.05)
+    plain = elbo_nll(vae.model, vae.guide, x, 20, batch_size=64).nll
+    refined = elbo_nll(vae.model, guide, x, 20, batch_size=64).nll
+    assert refined < plain
+    assert all(torch.equal(v, vae.state_dict()[k]) for k, v in before.items())
+    assert all(p.requires_grad for p in vae.parameters())
+    with pytest.raises(ValueError, match="x"):
+        guide(x[:3])
