@@ -8,11 +8,11 @@ records at once and returns a tensor. Both work on the relevant part of the netw
 1. barren-node pruning — only ancestors of the query and evidence variables matter;
 2. evidence reduction — every table is sliced at the observed states (the observed
    variable disappears from the tables);
-3. the rest is a sum of products of small tables. ``query`` eliminates variables one at a
-   time in a fixed, precomputed min-weight order (restricted to the variables at hand),
-   ``query_batch`` contracts everything in one ``opt_einsum`` expression with a batch
-   index carried by one-hot evidence indicators; its contraction path is cached per
-   (query, evidence columns).
+3. the rest is a sum of products of small tables, eliminated one variable at a time in a
+   greedy min-weight order computed for the query at hand (smallest new table first).
+   ``query_batch`` eliminates the same way with one more, never-eliminated variable: the
+   record index, carried by one-hot evidence indicators (all ones where a record does not
+   observe a variable).
 
 Every contraction is sized before it runs: one that would exceed ``max_bytes`` raises
 :class:`~probgen.errors.QueryTooLargeError` instead of exhausting memory.
@@ -27,8 +27,8 @@ Examples:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,6 @@ class _Compiled:
     descendants: dict[str, frozenset[str]]  # each node and its descendants
     # for nodes whose columns sum to 1 only up to rounding: (column sums, table / sums)
     sums: dict[str, tuple[np.ndarray, np.ndarray]]
-    paths: dict[tuple, Any] = field(default_factory=dict)
 
 
 def _compile(bn: BayesNet) -> _Compiled:
@@ -90,7 +89,7 @@ def _compile(bn: BayesNet) -> _Compiled:
         for p in bn.graph.predecessors(n):
             acc |= ancestors[p]
         ancestors[n] = frozenset(acc)
-    rank = {v: i for i, v in enumerate(_min_weight_order(factors, card))}
+    rank = {v: i for i, v in enumerate(_min_weight_order([f[1] for f in factors.values()], card))}
     descendants: dict[str, frozenset[str]] = {}
     for n in reversed(order):
         acc = {n}
@@ -108,18 +107,22 @@ def _compile(bn: BayesNet) -> _Compiled:
     return compiled
 
 
-def _min_weight_order(factors: dict[str, Factor], card: dict[str, int]) -> list[str]:
-    """Greedy elimination order on the moral graph: smallest new table first."""
-    nbrs: dict[str, set[str]] = {v: set() for v in card}
-    for _, scope in factors.values():
+def _min_weight_order(
+    scopes: Iterable[Sequence[str]], card: Mapping[str, int], keep: Iterable[str] = ()
+) -> list[str]:
+    """Greedy elimination order of the variables not in ``keep``: at each step the one
+    whose elimination builds the smallest table (min-weight), on the interaction graph."""
+    nbrs: dict[str, set[str]] = {}
+    for scope in scopes:
         for v in scope:
-            nbrs[v].update(u for u in scope if u != v)
-    log_card = {v: math.log(c) for v, c in card.items()}
+            nbrs.setdefault(v, set()).update(u for u in scope if u != v)
+    log_card = {v: math.log(card[v]) for v in nbrs}
 
     def weight(v: str) -> float:
         return log_card[v] + sum(log_card[u] for u in nbrs[v])
 
-    remaining = set(card)
+    keep = set(keep)
+    remaining = {v for v in nbrs if v not in keep}
     cost = {v: weight(v) for v in remaining}
     order = []
     while remaining:
@@ -131,7 +134,8 @@ def _min_weight_order(factors: dict[str, Factor], card: dict[str, int]) -> list[
             nbrs[u].discard(v)
             nbrs[u].update(w for w in ns if w != u)
         for u in ns:
-            cost[u] = weight(u)
+            if u in remaining:
+                cost[u] = weight(u)
     return order
 
 
@@ -204,7 +208,7 @@ def _eliminate(
         for v in f[1]:
             bucket.setdefault(v, []).append(i)
     next_id = len(factors)
-    for v in sorted((u for u in bucket if u not in keep), key=c.rank.__getitem__):
+    for v in _min_weight_order([f[1] for f in factors], card, keep):
         ids = [i for i in bucket[v] if i in live]
         if not ids:
             continue

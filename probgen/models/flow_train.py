@@ -181,31 +181,33 @@ class FlowRun:
 
     @torch.no_grad()
     def sample(self, n: int = 64, seed: int | None = None) -> Tensor:
-        if seed is not None:
-            torch.manual_seed(seed)
-        was = self.flow.training
-        self.flow.eval()
-        try:
-            y = self.flow.sample((n,))
-        finally:
-            self.flow.train(was)
+        """``n`` samples in eval mode (``seed`` leaves the global RNG untouched)."""
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            was = self.flow.training
+            self.flow.eval()
+            try:
+                y = self.flow.sample((n,))
+            finally:
+                self.flow.train(was)
         if self.dequantizer is None:
             return y
         return (y * _LEVELS).floor().clamp(0, _LEVELS - 1).long()
 
-    def sample_images(self, n: int = 64) -> Tensor:
+    def sample_images(self, n: int = 64, seed: int | None = None) -> Tensor:
         """Samples as pictures: unit-range images for digits, points for 2-D data."""
-        s = self.sample(n)
+        s = self.sample(n, seed)
         return s if self.dequantizer is None else s.float() / (_LEVELS - 1)
 
     def save_samples(self, path: str | Path, n: int = 64, seed: int = 0) -> Path:
         """A PNG grid of digit samples, or a scatter of 2-D samples over the test data."""
         from probgen.metrics.grids import save_grid, save_scatter
 
-        torch.manual_seed(seed)
         if self.dequantizer is None:
-            return save_scatter(self.sample(n), path, reference=_splits(self.data, self.config)[2])
-        return save_grid(self.sample_images(n), path)
+            test = _splits(self.data, self.config)[2]
+            return save_scatter(self.sample(n, seed), path, reference=test)
+        return save_grid(self.sample_images(n, seed), path)
 
     def evaluate(self, seed: int = 0) -> dict[str, Any]:
         """Recompute the test figures (see :func:`evaluate_flow`)."""
