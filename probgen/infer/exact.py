@@ -89,7 +89,7 @@ def _compile(bn: BayesNet) -> _Compiled:
         for p in bn.graph.predecessors(n):
             acc |= ancestors[p]
         ancestors[n] = frozenset(acc)
-    rank = {v: i for i, v in enumerate(_min_weight_order([f[1] for f in factors.values()], card))}
+    rank = {v: i for i, v in enumerate(_greedy_order([f[1] for f in factors.values()], card)[0])}
     descendants: dict[str, frozenset[str]] = {}
     for n in reversed(order):
         acc = {n}
@@ -107,11 +107,18 @@ def _compile(bn: BayesNet) -> _Compiled:
     return compiled
 
 
-def _min_weight_order(
-    scopes: Iterable[Sequence[str]], card: Mapping[str, int], keep: Iterable[str] = ()
-) -> list[str]:
-    """Greedy elimination order of the variables not in ``keep``: at each step the one
-    whose elimination builds the smallest table (min-weight), on the interaction graph."""
+def _greedy_order(
+    scopes: Iterable[Sequence[str]],
+    card: Mapping[str, int],
+    keep: Iterable[str] = (),
+    criterion: str = "weight",
+) -> tuple[list[str], float]:
+    """Greedy elimination order of the variables not in ``keep`` on the interaction graph.
+
+    ``criterion="weight"`` eliminates first the variable whose new table is smallest
+    (min-weight); ``"fill"`` the one adding the fewest new edges (min-fill, ties by weight).
+    Returns the order and the log of the largest table it builds.
+    """
     nbrs: dict[str, set[str]] = {}
     for scope in scopes:
         for v in scope:
@@ -121,21 +128,50 @@ def _min_weight_order(
     def weight(v: str) -> float:
         return log_card[v] + sum(log_card[u] for u in nbrs[v])
 
+    def fill(v: str) -> int:
+        ns = list(nbrs[v])
+        return sum(1 for i, a in enumerate(ns) for b in ns[i + 1:] if b not in nbrs[a])
+
+    def cost(v: str) -> tuple:
+        return (fill(v), weight(v)) if criterion == "fill" else (weight(v),)
+
     keep = set(keep)
     remaining = {v for v in nbrs if v not in keep}
-    cost = {v: weight(v) for v in remaining}
-    order = []
+    costs = {v: cost(v) for v in remaining}
+    order: list[str] = []
+    largest = 0.0
     while remaining:
-        v = min(remaining, key=lambda u: (cost[u], u))
+        v = min(remaining, key=lambda u: (costs[u], u))
+        largest = max(largest, weight(v))
         order.append(v)
         remaining.discard(v)
         ns = nbrs.pop(v)
         for u in ns:
             nbrs[u].discard(v)
             nbrs[u].update(w for w in ns if w != u)
-        for u in ns:
+        touched = set(ns)
+        if criterion == "fill":  # fill counts change two steps away
+            for u in ns:
+                touched |= nbrs[u]
+        for u in touched:
             if u in remaining:
-                cost[u] = weight(u)
+                costs[u] = cost(u)
+    return order, largest
+
+
+#: Above this many table entries (log), the min-fill order is tried beside min-weight.
+_TRY_MIN_FILL_ABOVE = math.log(2**22)
+
+
+def _elimination_order(
+    scopes: list[Sequence[str]], card: Mapping[str, int], keep: Iterable[str] = ()
+) -> list[str]:
+    """Min-weight order; for hard queries, min-fill instead when it builds smaller tables."""
+    order, largest = _greedy_order(scopes, card, keep, "weight")
+    if largest > _TRY_MIN_FILL_ABOVE:
+        other, other_largest = _greedy_order(scopes, card, keep, "fill")
+        if other_largest < largest:
+            return other
     return order
 
 
@@ -208,7 +244,7 @@ def _eliminate(
         for v in f[1]:
             bucket.setdefault(v, []).append(i)
     next_id = len(factors)
-    for v in _min_weight_order([f[1] for f in factors], card, keep):
+    for v in _elimination_order([f[1] for f in factors], card, keep):
         ids = [i for i in bucket[v] if i in live]
         if not ids:
             continue
