@@ -395,19 +395,25 @@ def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
             raise EvidenceError(f"unknown evidence variable {col!r} (a DataFrame column)")
         series = evidence[col]
         missing = series.isna().to_numpy()
-        present = series[~missing]
-        if present.dtype.kind == "f" and np.all(np.mod(present.to_numpy(), 1) == 0):
-            present = present.astype(np.int64)  # 1.0 -> "1" when NaN made the column float
-        index = pd.Index([str(s) for s in c.states[col]])
-        found = index.get_indexer(present.astype(str))
-        if (found < 0).any():
-            row = int(np.flatnonzero(~missing)[np.flatnonzero(found < 0)[0]])
+        states = c.states[col]
+        if series.dtype.kind == "O" and all(isinstance(s, str) for s in states):
+            # fast path: string states, an object column; hashing done by pandas
+            code = pd.Categorical(series, categories=states).codes.astype(np.int64)
+            bad = (code < 0) & ~missing
+        else:
+            present = series[~missing]
+            if present.dtype.kind == "f" and np.all(np.mod(present.to_numpy(), 1) == 0):
+                present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
+            found = pd.Index([str(s) for s in states]).get_indexer(present.astype(str))
+            code = np.full(len(series), -1, dtype=np.int64)
+            code[~missing] = found
+            bad = (code < 0) & ~missing
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
             raise EvidenceError(
                 f"unknown state {series.iloc[row]!r} of variable {col!r} in row {row}; "
-                f"its states are {c.states[col]}"
+                f"its states are {states}"
             )
-        code = np.full(len(series), -1, dtype=np.int64)
-        code[~missing] = found
         codes[col] = code
     return codes
 
