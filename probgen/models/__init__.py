@@ -10,6 +10,15 @@ from probgen.models.dequantize import (
     log_likelihood_bound,
 )
 from probgen.models.flow_plots import plot_density_2d, plot_samples_grid, plot_warp
+from probgen.models.flow_train import (
+    DATA_NAMES,
+    FlowRun,
+    coupling_flow,
+    evaluate_flow,
+    load_flow_run,
+    train_flow,
+)
+from probgen.models.flow_vae import FlowVAE, compare_vae_guides, elbo_gain, train_flow_vae
 from probgen.models.flows import (
     Flow,
     build_flow,
@@ -40,4 +49,6 @@ __all__ = [
     "flow_model", "UniformDequantization", "VariationalDequantization",
     "log_likelihood_bound", "discrete_nll", "DiscreteNLL", "dequantized_model",
     "CNF", "CNFTransform", "plot_density_2d", "plot_warp", "plot_samples_grid",
+    "train_flow", "load_flow_run", "evaluate_flow", "FlowRun", "coupling_flow", "DATA_NAMES",
+    "FlowVAE", "compare_vae_guides", "train_flow_vae", "elbo_gain",
 ]

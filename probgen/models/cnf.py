@@ -12,7 +12,7 @@ estimate ``eps^T (df/dz) eps`` otherwise (FFJORD, eq. 7), with one ``eps`` per s
 :class:`CNFTransform` is a Pyro ``TransformModule`` (base -> data is ``_call``), so a CNF is a
 :class:`~probgen.models.flows.Flow` like any other: :class:`CNF` builds one.
 
-Example:
+Examples:
     >>> import torch
     >>> flow = CNF(2, hidden=(16,))
     >>> flow.log_prob(torch.randn(5, 2)).shape
@@ -41,7 +41,7 @@ __all__ = ["CNF", "CNFTransform", "ODEDynamics"]
 class ODEDynamics(nn.Module):
     """``f(z, t)``: an MLP with softplus activations that sees ``t`` at every layer.
 
-    Example:
+    Examples:
         >>> f = ODEDynamics(2, hidden=(8,))
         >>> f(torch.tensor(0.5), torch.randn(3, 2)).shape
         torch.Size([3, 2])
@@ -109,7 +109,7 @@ class CNFTransform(TransformModule):
         noise: Hutchinson probe distribution.
         options: solver options for torchdiffeq, e.g. ``{"step_size": 0.1}`` for ``"rk4"``.
 
-    Example:
+    Examples:
         >>> t = CNFTransform(2, hidden=(8,))
         >>> x = t(torch.randn(4, 2))
         >>> t.log_abs_det_jacobian(torch.randn(4, 2), x).shape
@@ -197,7 +197,7 @@ class CNF(Flow):
     """A continuous normalizing flow over ``(dim,)`` vectors: a :class:`Flow` whose only
     transform is a :class:`CNFTransform` (same arguments).
 
-    Example:
+    Examples:
         >>> flow = CNF(2, hidden=(8,))
         >>> d = flow()
         >>> d.log_prob(d.sample((4,))).shape

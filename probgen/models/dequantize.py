@@ -15,7 +15,7 @@ bound, tighter as K grows (Burda et al. 2016). Both are *bounds* on the discrete
 - :class:`VariationalDequantization`: ``u = sigmoid(v)``, ``v ~`` a conditional flow given
   ``x`` (Flow++, sec. 3.1).
 
-Example:
+Examples:
     >>> import torch
     >>> from probgen.models.flows import realnvp
     >>> flow, deq = realnvp(2, num_layers=1), UniformDequantization(levels=4)
@@ -69,7 +69,7 @@ class UniformDequantization(nn.Module):
     Args:
         levels: number of discrete values per coordinate (17 for probgen's digits).
 
-    Example:
+    Examples:
         >>> deq = UniformDequantization(17)
         >>> y, log_q = deq(torch.tensor([[0, 16]]), num_samples=3)
         >>> y.shape, log_q.shape, round(log_q[0, 0].item(), 4) == round(2 * math.log(17), 4)
@@ -107,7 +107,7 @@ class VariationalDequantization(UniformDequantization):
     ``context_dim`` is ``prod(x.shape[1:])``; pick one that samples in one pass (coupling or
     ``fast="sample"``), since training samples it every step.
 
-    Example:
+    Examples:
         >>> from probgen.models.flows import realnvp
         >>> deq = VariationalDequantization(4, realnvp(2, num_layers=2, context_dim=2))
         >>> y, log_q = deq(torch.randint(0, 4, (6, 2)), num_samples=2)
@@ -145,7 +145,7 @@ def log_likelihood_bound(flow: Flow, dequantizer: UniformDequantization, x: Tens
     ``num_samples=1`` gives the one-sample bound ``log p(y) - log q_y(y|x)``; ``K > 1`` the
     importance-weighted bound ``logsumexp_k(...) - log K``.
 
-    Example:
+    Examples:
         >>> from probgen.models.flows import maf
         >>> x = torch.randint(0, 17, (4, 3))
         >>> b = log_likelihood_bound(maf(3), UniformDequantization(17), x, num_samples=8)
@@ -164,7 +164,7 @@ def log_likelihood_bound(flow: Flow, dequantizer: UniformDequantization, x: Tens
 class DiscreteNLL:
     """A discrete negative log-likelihood *upper bound* (nats per example, and bits/dim).
 
-    Example:
+    Examples:
         >>> r = DiscreteNLL(nats=100.0, dims=64, num_samples=1, dequantization="uniform")
         >>> r.label, round(r.bits_per_dim, 3)
         ('NLL bound (uniform dequantization, 1 sample)', 2.254)
@@ -193,7 +193,7 @@ def discrete_nll(flow: Flow, dequantizer: UniformDequantization, data: Tensor,
                  context: Tensor | None = None) -> DiscreteNLL:
     """Average discrete NLL bound over ``data`` (nats per example), evaluated in eval mode.
 
-    Example:
+    Examples:
         >>> from probgen.models.flows import realnvp
         >>> r = discrete_nll(realnvp(2), UniformDequantization(4), torch.randint(0, 4, (9, 2)), 4)
         >>> r.kind, r.num_samples
@@ -224,7 +224,7 @@ def dequantized_model(flow: Flow, dequantizer: UniformDequantization, num_sample
     Train it with an empty guide (the engine's "likelihood" objective): the loss is
     ``-sum log_likelihood_bound``; a variational dequantizer's flow trains jointly.
 
-    Example:
+    Examples:
         >>> from probgen.models.flows import realnvp
         >>> model = dequantized_model(realnvp(2), UniformDequantization(4))
         >>> tr = pyro.poutine.trace(model).get_trace(torch.randint(0, 4, (3, 2)))

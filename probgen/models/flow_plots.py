@@ -3,7 +3,7 @@
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot, no global backend state)
 and written as PNG; every function returns the path it wrote.
 
-Example:
+Examples:
     >>> import tempfile, torch
     >>> from probgen.models.flows import realnvp
     >>> flow, data = realnvp(2, num_layers=2), torch.randn(100, 2)
@@ -168,7 +168,7 @@ def plot_samples_grid(images: Tensor, path: str | Path, nrow: int | None = None,
                       title: str | None = None) -> Path:
     """Images ``(N, C, H, W)`` or ``(N, H, W)`` in a grid (grey for one channel).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> p = plot_samples_grid(torch.rand(16, 1, 8, 8), f"{tempfile.mkdtemp()}/s.png")
         >>> p.suffix

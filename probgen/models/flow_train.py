@@ -20,7 +20,7 @@ Reported figures (``metrics.json``):
 - 2-D data: ``test_nll`` is the exact NLL in nats per point (a density, not a probability),
   plus ``test_mmd`` and ``test_energy`` between samples and test points.
 
-Example:
+Examples:
     >>> m = train_flow("moons", fast=True, progress=False)
     >>> m["nll_kind"], m["test_nll"] < 5.0
     ('exact', True)
@@ -96,7 +96,7 @@ class SplineConditioner(nn.Module):
     knot derivatives' bias set so that Pyro's ``1e-3 + softplus(d)`` is 1: a new coupling
     layer is exactly the identity (a stable start for deep stacks).
 
-    Example:
+    Examples:
         >>> net = SplineConditioner(3, out_dim=2, hidden=8, bins=4)
         >>> [t.shape[-1] for t in net(torch.zeros(5, 3))]
         [8, 8, 6]
@@ -131,13 +131,16 @@ def coupling_flow(dim: int, num_layers: int = 6, hidden: int = 128, depth: int =
 
     Args:
         dim: data dimension (>= 2).
-        num_layers, hidden, depth, bins, bound: stack size, conditioner width and depth,
-            spline bins and interval ``[-bound, bound]`` (identity outside).
+        num_layers: number of (actnorm, permutation, coupling) blocks.
+        hidden: conditioner width.
+        depth: conditioner depth.
+        bins: spline bins.
+        bound: the splines act on ``[-bound, bound]`` (identity outside).
         dropout: dropout rate inside the conditioners (a regulariser for small data sets).
         permutation: ``"random"`` (fixed random permutations drawn from ``seed``; mixes
             pixels far better than reversing) or ``"reverse"`` (the classic for 2-D).
 
-    Example:
+    Examples:
         >>> flow = coupling_flow(4, num_layers=2, hidden=8)
         >>> flow.log_prob(torch.randn(3, 4)).shape
         torch.Size([3])
@@ -280,7 +283,7 @@ def evaluate_flow(run: FlowRun, seed: int = 0, eval_samples: int | None = None
     the run's setting) and the one-sample bound. 2-D data: the exact NLL, its standard error,
     and MMD / energy distance between ``num_test`` samples and the test points.
 
-    Example:
+    Examples:
         >>> flow = coupling_flow(2, num_layers=1, hidden=8)
         >>> run = FlowRun(flow, "moons", {**DEFAULTS["2d"], "num_test": 50})
         >>> sorted(evaluate_flow(run))[:3]
@@ -329,7 +332,7 @@ def train_flow(data: str = "digits", out: str | Path | None = None, steps: int |
     ``metrics.json``: the engine's figures plus the test figures of :func:`evaluate_flow`.
     Returns those metrics.
 
-    Example:
+    Examples:
         >>> m = train_flow("digits", fast=True, progress=False)
         >>> m["nll_kind"]
         'NLL bound (uniform dequantization, importance-weighted, K=4)'
@@ -390,7 +393,7 @@ def _load_weights(program: _FlowProgram, weights: dict[str, Tensor]) -> None:
 def load_flow_run(run_dir: str | Path) -> FlowRun:
     """Rebuild the trained flow of a folder written by :func:`train_flow` (eval mode).
 
-    Example:
+    Examples:
         >>> d = tempfile.mkdtemp() + "/run"
         >>> _ = train_flow("moons", out=d, fast=True, progress=False)
         >>> load_flow_run(d).sample(3).shape

@@ -19,7 +19,7 @@ with three choices for the two distributions over ``z``:
 Every variant is a ``(model, guide)`` pair trained by :func:`probgen.infer.fit.fit` with the
 ELBO objective; :func:`compare_vae_guides` trains several and reports test figures.
 
-Example:
+Examples:
     >>> import torch
     >>> vae = FlowVAE(latent_dim=2, hidden=16, guide="iaf", prior="flow", num_flows=1)
     >>> vae.posterior(torch.zeros(3, 64)).rsample().shape
@@ -68,7 +68,7 @@ class FlowVAE(nn.Module):
         num_flows: IAF steps (guide) and MAF layers (prior).
         context_dim: size of the encoder summary ``h(x)`` that conditions the IAF steps.
 
-    Example:
+    Examples:
         >>> vae = FlowVAE(latent_dim=2, hidden=8)
         >>> vae.sample(4).shape
         torch.Size([4, 64])
@@ -160,7 +160,7 @@ def train_flow_vae(vae: FlowVAE, steps: int = 3000, *, batch_size: int = 100, lr
     Returns the engine's figures and the test ``test_neg_elbo`` (10 guide samples averaged)
     and ``test_nll`` (importance-sampled with ``eval_samples`` guide samples), nats/image.
 
-    Example:
+    Examples:
         >>> m = train_flow_vae(FlowVAE(latent_dim=2, hidden=8), steps=5, eval_samples=2)
         >>> m["test_nll"] <= m["test_neg_elbo"] + 1.0
         True
@@ -193,7 +193,7 @@ def compare_vae_guides(variants: tuple[str, ...] = ("mean_field", "iaf", "iaf+fl
     Returns ``{variant: metrics}``, each with ``test_neg_elbo`` (lower is better; the ELBO
     gain of a guide is the drop of this number) and ``test_nll`` (importance-sampled).
 
-    Example:
+    Examples:
         >>> r = compare_vae_guides(("mean_field", "iaf"), fast=True)
         >>> sorted(r), "test_neg_elbo" in r["iaf"]
         (['iaf', 'mean_field'], True)
@@ -220,7 +220,7 @@ def elbo_gain(results: dict[str, dict[str, Any]], base: str = "mean_field") -> d
     """Test-ELBO gain in nats/image of each variant of :func:`compare_vae_guides` over
     ``base`` (positive: a higher ELBO than ``base``).
 
-    Example:
+    Examples:
         >>> elbo_gain({"mean_field": {"test_neg_elbo": 40.0}, "iaf": {"test_neg_elbo": 38.5}})
         {'mean_field': 0.0, 'iaf': 1.5}
     """

@@ -23,7 +23,7 @@ Scoring data needs every transform's inverse; Pyro's planar, radial, Sylvester, 
 :func:`check_invertible` raises a ``ValueError`` naming such a transform; :meth:`Flow.log_prob`
 and :func:`flow_model` call it before scoring.
 
-Example:
+Examples:
     >>> import torch
     >>> flow = realnvp(2, num_layers=2, hidden=(16,))
     >>> flow().log_prob(torch.randn(5, 2)).shape
@@ -104,7 +104,7 @@ def check_invertible(obj: Distribution | Transform | nn.Module | Sequence[object
 
     ``obj`` is a ``TransformedDistribution``, a transform, a :class:`Flow` or a list of those.
 
-    Example:
+    Examples:
         >>> base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
         >>> check_invertible(dist.TransformedDistribution(base, [T.planar(2)]))
         Traceback (most recent call last):
@@ -143,7 +143,7 @@ class Flow(nn.Module):
         transforms: Pyro transform modules (conditional or not), base -> data order.
         event_shape: shape of one data point, e.g. ``(2,)`` or ``(1, 8, 8)``.
 
-    Example:
+    Examples:
         >>> flow = Flow([T.affine_coupling(2, hidden_dims=[8])], event_shape=(2,))
         >>> flow.log_prob(torch.zeros(4, 2)).shape
         torch.Size([4])
@@ -203,7 +203,7 @@ class ConditionalSplineCoupling(ConditionalTransformModule):
     The first ``split_dim`` coordinates pass unchanged (``identity=True``); the rest go
     through a rational-quadratic spline whose parameters come from ``ConditionalDenseNN``.
 
-    Example:
+    Examples:
         >>> t = ConditionalSplineCoupling(4, context_dim=3, hidden=(16,))
         >>> t.condition(torch.randn(3))(torch.randn(4)).shape
         torch.Size([4])
@@ -274,7 +274,7 @@ def build_flow(
         bound: spline interval ``[-bound, bound]``; identity outside.
         actnorm: put an :class:`~probgen.nn.flow_layers.ActNorm` before every layer.
 
-    Example:
+    Examples:
         >>> flow = build_flow(3, "spline_autoregressive", num_layers=2, hidden=(8,))
         >>> flow.log_prob(torch.randn(7, 3)).shape
         torch.Size([7])
@@ -306,7 +306,7 @@ def realnvp(dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64),
             context_dim: int = 0, actnorm: bool = False) -> Flow:
     """RealNVP: affine coupling layers (Dinh et al. 2017). See :func:`build_flow`.
 
-    Example:
+    Examples:
         >>> realnvp(4, num_layers=2).sample((2,)).shape
         torch.Size([2, 4])
     """
@@ -317,7 +317,7 @@ def maf(dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64),
         context_dim: int = 0) -> Flow:
     """MAF: affine autoregressive layers, scoring in one pass (Papamakarios et al. 2017).
 
-    Example:
+    Examples:
         >>> maf(3, num_layers=2).log_prob(torch.zeros(3)).shape
         torch.Size([])
     """
@@ -328,7 +328,7 @@ def iaf(dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64),
         context_dim: int = 0) -> Flow:
     """IAF: affine autoregressive layers, sampling in one pass (Kingma et al. 2016).
 
-    Example:
+    Examples:
         >>> iaf(3, num_layers=2).sample((5,)).shape
         torch.Size([5, 3])
     """
@@ -340,7 +340,7 @@ def nsf(dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64), context
     """Neural spline flow: rational-quadratic splines, coupling or autoregressive (Durkan
     et al. 2019).
 
-    Example:
+    Examples:
         >>> nsf(2, num_layers=2, hidden=(16,)).log_prob(torch.randn(4, 2)).shape
         torch.Size([4])
     """
@@ -375,7 +375,7 @@ def glow(shape: Sequence[int] = (1, 8, 8), levels: int = 2, steps: int = 4,
     The whole model is one shape-preserving bijection onto a standard Normal of ``shape``
     (factored-out variables keep their place in the tensor).
 
-    Example:
+    Examples:
         >>> flow = glow((1, 8, 8), levels=2, steps=1, hidden=8)
         >>> flow.log_prob(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3])
@@ -396,7 +396,7 @@ def flow_model(flow: Flow, name: str = "flow") -> Callable[..., None]:
     It registers ``flow`` with ``pyro.module`` and draws ``"x"`` in a ``"data"`` plate, so
     the exact log-likelihood is the model's log joint (train with an empty guide).
 
-    Example:
+    Examples:
         >>> model = flow_model(realnvp(2, num_layers=1, hidden=(8,)))
         >>> tr = pyro.poutine.trace(model).get_trace(torch.randn(6, 2))
         >>> tr.nodes["x"]["fn"].batch_shape
