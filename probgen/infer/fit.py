@@ -257,15 +257,24 @@ def _seed_all(seed: int) -> None:
 
 @torch.no_grad()
 def _validate(objective: Objective, model: Callable, guide: Callable | None, data: Any,
-              batch_size: int, seed: int, device: torch.device) -> float:
+              batch_size: int, seed: int, device: torch.device,
+              modules: list[torch.nn.Module]) -> float:
+    """Mean validation loss per example, with every module in eval mode."""
     rng_t, rng_j = runs.rng_state()
     torch.manual_seed(seed)
     n = _num_examples(data)
     total = 0.0
-    for start in range(0, n, batch_size):
-        idx = torch.arange(start, min(start + batch_size, n))
-        total += float(objective.loss(model, guide, *_take(data, idx, device)))
-    runs.set_rng_state(rng_t, rng_j)
+    training = [(m, m.training) for m in modules]
+    for m, _ in training:  # dropout off, batch-norm statistics frozen
+        m.eval()
+    try:
+        for start in range(0, n, batch_size):
+            idx = torch.arange(start, min(start + batch_size, n))
+            total += float(objective.loss(model, guide, *_take(data, idx, device)))
+    finally:
+        for m, mode in training:
+            m.train(mode)
+        runs.set_rng_state(rng_t, rng_j)
     return total / n
 
 
@@ -314,10 +323,11 @@ def fit(
         out: the run folder (``None``: nothing written).
         resume: continue the run in ``out`` up to ``steps``.
         checkpoint_every: steps between checkpoints (always one at the end).
-        val_data: validation data; its loss is computed every ``val_every`` steps.
+        val_data: validation data; its loss is computed every ``val_every`` steps (modules
+            in eval mode) and the weights with the best validation loss are restored at
+            the end.
         val_every: steps between validations.
-        patience: stop after this many validations without improvement (the best weights
-            are restored).
+        patience: stop after this many validations without improvement.
 
     The logged ``loss`` is per example: the objective's batch sum over ``batch_size``.
 
@@ -474,7 +484,7 @@ def fit(
                 acc, cnt = 0.0, 0
                 if validate:
                     row["val_loss"] = _validate(objective, model, guide, val_data, batch_size,
-                                                seed + 1, device)
+                                                seed + 1, device, list(modules.values()))
                     if row["val_loss"] < best["value"]:
                         best = {"value": row["val_loss"], "step": step, "bad": 0}
                         best_state = {k: v.detach().clone() for k, v in params.state().items()}
@@ -496,10 +506,11 @@ def fit(
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0
-    if stopped and best_state is None and out is not None:
+    if val_data is not None and best_state is None and out is not None \
+            and (out / "best.safetensors").exists():
         best_state = runs.load_tensors(out / "best.safetensors")  # best came before a resume
-    if stopped and best_state is not None:
-        params.load(best_state)
+    if val_data is not None and best_state is not None:
+        params.load(best_state)  # with validation, the result is the best weights seen
     final = {"steps": step, "time_s": elapsed,
              "steps_per_s": (step - start) / elapsed if elapsed > 0 else None,
              "train_loss": history[-1]["loss"] if history else None}

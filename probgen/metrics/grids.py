@@ -70,11 +70,8 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1,
 
 def _write_figure(fig, path: str | os.PathLike) -> Path:
     """Render to memory, then write a temporary file and rename it over ``path``."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -89,14 +86,11 @@ def _write_figure(fig, path: str | os.PathLike) -> Path:
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None,
               value_range: tuple[float, float] = (0.0, 1.0), scale: int = 4) -> Path:
     """Save a grid of images as a PNG; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
 
     grid = make_grid(images, nrow=nrow, value_range=value_range)
     c, h, w = grid.shape
-    fig = plt.figure(figsize=(max(w * scale / 100, 1), max(h * scale / 100, 1)), dpi=100)
+    fig = Figure(figsize=(max(w * scale / 100, 1), max(h * scale / 100, 1)), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     if c == 1:
@@ -109,15 +103,13 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 def save_scatter(points: torch.Tensor, path: str | os.PathLike,
                  reference: torch.Tensor | None = None) -> Path:
     """Save a scatter plot of 2-D points (and optional reference points in grey)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     pts = torch.as_tensor(points).detach().cpu()
     if pts.dim() != 2 or pts.shape[1] != 2:
         raise ProbgenError(f"points must be (N, 2), got {tuple(pts.shape)}")
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.add_subplot()
     if reference is not None:
         ref = torch.as_tensor(reference).detach().cpu()
         ax.scatter(ref[:, 0], ref[:, 1], s=2, c="0.75", label="data")

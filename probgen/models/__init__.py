@@ -40,6 +40,10 @@ from probgen.models.instruct import (
     respond,
     toy_instructions,
 )
+from probgen.models.priors import MixturePrior, StandardPrior, VampPrior
+from probgen.models.vae import VAE, VAERun, evaluate_vae, load_vae_run, refine_guide, train_vae
+from probgen.models.vae_nets import Decoder, Encoder
+from probgen.models.vqvae import VQVAE, VectorQuantizer
 
 __all__ = [
     "GPT", "GPTConfig", "IGNORE_INDEX", "load_gpt2", "save_gpt2",
@@ -51,4 +55,6 @@ __all__ = [
     "CNF", "CNFTransform", "plot_density_2d", "plot_warp", "plot_samples_grid",
     "train_flow", "load_flow_run", "evaluate_flow", "FlowRun", "coupling_flow", "DATA_NAMES",
     "FlowVAE", "compare_vae_guides", "train_flow_vae", "elbo_gain",
+    "VAE", "VAERun", "train_vae", "load_vae_run", "evaluate_vae", "refine_guide",
+    "StandardPrior", "MixturePrior", "VampPrior", "Encoder", "Decoder", "VQVAE", "VectorQuantizer",
 ]

@@ -11,7 +11,7 @@ A prior is the CPD of the root node ``z`` of the generative graph, so it is a
 
 A flow prior is a transform of :class:`StandardPrior` (see ``probgen.models.flows``).
 
-Example:
+Examples:
     >>> p = MixturePrior(latent_dim=2, num_components=3)
     >>> d = p()
     >>> d.event_shape, d.log_prob(torch.zeros(5, 2)).shape
@@ -41,7 +41,7 @@ def _check_dim(latent_dim: int) -> int:
 class StandardPrior(nn.Module):
     """``p(z) = N(0, I)`` over ``latent_dim`` dimensions (no parameters).
 
-    Example:
+    Examples:
         >>> round(StandardPrior(3)().log_prob(torch.zeros(3)).item(), 4)  # -1.5 log(2 pi)
         -2.7568
     """
@@ -58,7 +58,7 @@ class StandardPrior(nn.Module):
 class MixturePrior(nn.Module):
     """``p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2))`` with learnable pi, mu, sigma.
 
-    Example:
+    Examples:
         >>> MixturePrior(4, 10)().sample((7,)).shape
         torch.Size([7, 4])
     """
@@ -91,7 +91,7 @@ class VampPrior(nn.Module):
 
     Pseudo-inputs live in [0, 1] (a sigmoid of free parameters), the encoder's input scale.
 
-    Example:
+    Examples:
         >>> from probgen.models.vae_nets import Encoder
         >>> enc = Encoder((4,), 2, hidden=(8,))
         >>> VampPrior(enc, (4,), 5)().log_prob(torch.zeros(3, 2)).shape
@@ -137,7 +137,7 @@ def make_prior(kind: str, latent_dim: int, *, encoder: Callable | None = None,
                init: torch.Tensor | None = None) -> nn.Module:
     """Build a prior by name: ``"standard"``, ``"mixture"`` or ``"vamp"``.
 
-    Example:
+    Examples:
         >>> type(make_prior("mixture", 2, num_components=3)).__name__
         'MixturePrior'
     """

@@ -16,7 +16,7 @@ reconstruction, sampling, latent interpolation, traversals and attribute vectors
 :func:`train_vae` trains the default model on digits and writes a run folder (the hook of
 ``probgen train vae``); :func:`load_vae_run` reads it back (``probgen sample`` / ``eval``).
 
-Example:
+Examples:
     >>> import pyro
     >>> from probgen.infer.fit import fit
     >>> pyro.clear_param_store()
@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,13 @@ from probgen.models.vae_nets import Decoder, Encoder
 from probgen.program import Program
 
 __all__ = ["VAE", "make_objective", "evaluate_vae", "train_vae", "load_vae_run", "DEFAULTS",
-           "LocalGuide", "refine_guide"]
+           "LocalGuide", "refine_guide", "VAERun"]
 
 
 def make_objective(kind: str = "elbo", beta: float = 1.0, num_samples: int = 1) -> Objective:
     """``"elbo"`` (``num_samples`` particles, beta-weighted KL) or ``"iwae"`` (K samples).
 
-    Example:
+    Examples:
         >>> make_objective("iwae", num_samples=10).config()["num_samples"]
         10
     """
@@ -96,7 +97,9 @@ class VAE(nn.Module):
         prior: ``"standard"``, ``"mixture"`` or ``"vamp"``; ``num_components`` its size and
             ``prior_init`` examples in [0, 1] to start VampPrior pseudo-inputs from.
         num_classes: > 0 makes a conditional VAE ``p(x | z, y)``, ``q(z | x, y)``.
-        objective, beta, num_samples: see :func:`make_objective` (beta > 1: beta-VAE).
+        objective: the training objective, see :func:`make_objective`.
+        beta: the KL weight (beta > 1: beta-VAE).
+        num_samples: samples per example for IWAE.
         dropout: dropout in encoder and decoder; ``scale``: fixed scale of mse / l1.
 
     ``vae.model(x[, y])`` and ``vae.guide(x[, y])`` are the compiled programs; the family
@@ -314,7 +317,7 @@ def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
                  particles: int = 4, y: torch.Tensor | None = None) -> LocalGuide:
     """Fit a :class:`LocalGuide` to ``x`` by maximising the ELBO, the VAE held fixed.
 
-    Example:
+    Examples:
         >>> vae = VAE((64,), 2, hidden=(16,)).eval()
         >>> g = refine_guide(vae, torch.randint(0, 17, (4, 64)), steps=2)
         >>> g.loc.shape
@@ -351,7 +354,7 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
     With ``refine_steps > 0`` the proposal is the encoder refined per example
     (:func:`refine_guide`); the model is unchanged and ``nll_kind`` says so.
 
-    Example:
+    Examples:
         >>> vae = VAE((64,), 2, hidden=(16,))
         >>> m = evaluate_vae(vae, torch.randint(0, 17, (8, 64)), num_samples=5)
         >>> m["nll_kind"], m["test_nll"] <= m["test_neg_elbo"] + 1.0
@@ -397,7 +400,7 @@ def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | 
     (IWAE-1000), -ELBO 95.2 (97.6 with the plain encoder); VampPrior, dropout and weight
     decay did not help on this split.
 
-    Example:
+    Examples:
         >>> m = train_vae(fast=True, progress=False)
         >>> sorted(k for k in m if k.startswith("test_"))[:3]
         ['test_bpd', 'test_neg_elbo', 'test_neg_elbo_stderr']
@@ -439,11 +442,15 @@ def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | 
         if best.is_file():  # fit restores the best weights only when it stops early
             _load_weights(vae, runs.load_tensors(best))
         metrics = {**res.final, **evaluate_vae(vae, xt, eval_samples, seed,
-                                               refine_steps=cfg["refine_steps"])}
+                                               refine_steps=cfg["refine_steps"]),
+                   "refine_steps": cfg["refine_steps"]}
         if out is not None:
             weights = {f"model.{k}": v for k, v in vae.state_dict().items()}
             runs.save_tensors(run_dir / "weights.safetensors", weights)
             runs.atomic_write_json(run_dir / "vae.json", vae.config)
+            config = runs.read_json(run_dir / "config.json")  # fit's; tag it for the CLI
+            config.update(family="vae", data=data, vae=vae.config, train=cfg)
+            runs.atomic_write_json(run_dir / "config.json", config)
             save_grid(vae.sample_images(64), run_dir / "samples.png")
             runs.atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
@@ -467,14 +474,41 @@ def _load_weights(vae: VAE, weights: dict[str, torch.Tensor]) -> None:
                            f"unexpected {unexpected[:3]})")
 
 
-def load_vae_run(run_dir: str | Path) -> VAE:
-    """Rebuild the trained :class:`VAE` of a folder written by :func:`train_vae` (eval mode).
+@dataclass
+class VAERun:
+    """A trained VAE read back from its run folder, with the CLI's ``sample`` / ``eval``."""
 
-    Example:
+    vae: VAE
+    run_dir: Path
+    metrics: dict[str, Any]
+
+    def save_samples(self, path: str | Path, n: int = 64, seed: int = 0) -> Path:
+        """Write a grid of ``n`` decoder means of prior samples to ``path`` (PNG)."""
+        from probgen.metrics.grids import save_grid
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return save_grid(self.vae.sample_images(n), path)
+
+    def evaluate(self, num_samples: int = 1000, refine_steps: int | None = None,
+                 seed: int = 0) -> dict[str, Any]:
+        """Recompute the test figures of :func:`train_vae` on the digits test split."""
+        from probgen.data.digits import load_digits
+
+        if refine_steps is None:
+            refine_steps = int(self.metrics.get("refine_steps", DEFAULTS["refine_steps"]))
+        return evaluate_vae(self.vae, load_digits("test", "levels"), num_samples, seed,
+                            refine_steps=refine_steps)
+
+
+def load_vae_run(run_dir: str | Path) -> VAERun:
+    """Rebuild the trained VAE of a folder written by :func:`train_vae` (eval mode).
+
+    Examples:
         >>> import tempfile
         >>> d = tempfile.mkdtemp() + "/run"
         >>> _ = train_vae(out=d, fast=True, progress=False)
-        >>> load_vae_run(d).sample(2).shape
+        >>> load_vae_run(d).vae.sample(2).shape
         torch.Size([2, 64])
     """
     from probgen.infer import runs
@@ -488,4 +522,5 @@ def load_vae_run(run_dir: str | Path) -> VAE:
     latent = cfg.pop("latent_dim")
     vae = VAE(shape, latent, **cfg)
     _load_weights(vae, runs.load_tensors(d / "weights.safetensors"))
-    return vae.eval()
+    metrics = runs.read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
+    return VAERun(vae.eval(), d, metrics)

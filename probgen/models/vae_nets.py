@@ -15,7 +15,7 @@ Both come as an MLP (``arch="mlp"``, flat data) and a small CNN (``arch="conv"``
 ``(C, H, W)`` with H, W divisible by 4). A conditional VAE passes ``num_classes``: the
 one-hot label joins the encoder's features and the decoder's input.
 
-Example:
+Examples:
     >>> enc = Encoder((64,), latent_dim=8)
     >>> dec = Decoder((64,), latent_dim=8, likelihood="categorical", num_levels=17)
     >>> q = enc(torch.randint(0, 17, (5, 64)))
@@ -45,7 +45,7 @@ LIKELIHOODS = ("categorical", "bernoulli", "bce", "gaussian", "mse", "l1")
 def make_mlp(sizes: Sequence[int], dropout: float = 0.0, final_act: bool = False) -> nn.Sequential:
     """Linear layers with LeakyReLU (and dropout) between them.
 
-    Example:
+    Examples:
         >>> make_mlp([4, 8, 2])(torch.zeros(3, 4)).shape
         torch.Size([3, 2])
     """
@@ -62,7 +62,7 @@ def make_mlp(sizes: Sequence[int], dropout: float = 0.0, final_act: bool = False
 def to_unit(x: torch.Tensor, num_levels: int | None) -> torch.Tensor:
     """Network input: integer levels to ``[0, 1]`` floats; floats pass through.
 
-    Example:
+    Examples:
         >>> to_unit(torch.tensor([0, 8, 16]), 17).tolist()
         [0.0, 0.5, 1.0]
     """
@@ -112,7 +112,7 @@ class Encoder(nn.Module):
         num_classes: > 0 for a conditional encoder taking a label ``y``.
         dropout: dropout after each hidden layer (a regulariser for small data sets).
 
-    Example:
+    Examples:
         >>> Encoder((1, 8, 8), 4, arch="conv", hidden=(16,))(torch.rand(2, 1, 8, 8)).mean.shape
         torch.Size([2, 4])
     """
@@ -153,7 +153,7 @@ def likelihood_dist(likelihood: str, out: torch.Tensor, scale: torch.Tensor | fl
 
     ``out`` holds logits ``(..., *shape, K)`` for ``"categorical"``, else ``(..., *shape)``.
 
-    Example:
+    Examples:
         >>> likelihood_dist("mse", torch.zeros(2, 3), 1.0, 1).log_prob(torch.zeros(2, 3)).shape
         torch.Size([2])
     """
@@ -176,15 +176,19 @@ class Decoder(nn.Module):
     """``p(x | z[, y])``: a network producing the parameters of one of :data:`LIKELIHOODS`.
 
     Args:
-        data_shape, latent_dim, arch, hidden, num_classes, dropout: as for :class:`Encoder`
-            (``hidden`` is read in reverse for the MLP).
+        data_shape: as for :class:`Encoder`.
+        latent_dim: as for :class:`Encoder`.
+        arch: as for :class:`Encoder`.
+        hidden: as for :class:`Encoder` (read in reverse for the MLP).
+        num_classes: as for :class:`Encoder`.
+        dropout: as for :class:`Encoder`.
         likelihood: the reconstruction distribution (module table).
         num_levels: K for ``"categorical"``.
         scale: the fixed scale of ``"mse"`` / ``"l1"`` (the initial one of ``"gaussian"``).
 
     ``decoder.mean(z)`` gives the expected image (levels for categorical data).
 
-    Example:
+    Examples:
         >>> dec = Decoder((3, 8, 8), 2, arch="conv", hidden=(8,), likelihood="bce")
         >>> dec.mean(torch.zeros(4, 2)).shape
         torch.Size([4, 3, 8, 8])

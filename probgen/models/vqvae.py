@@ -19,7 +19,7 @@ to ``encode_indices(x)``); until then :meth:`VQVAE.sample` draws codes uniformly
 gives poor samples. Use :meth:`VQVAE.encode_indices` / :meth:`VQVAE.decode_indices` to
 train and sample such a prior.
 
-Example:
+Examples:
     >>> import pyro
     >>> from probgen.infer.fit import fit
     >>> pyro.clear_param_store()
@@ -57,7 +57,7 @@ class VectorQuantizer(nn.Module):
     codebook_loss)``: the straight-through quantised grid, the code indices ``(B, h, w)``
     and the two per-example losses ``(B,)`` (the codebook loss is zero with EMA).
 
-    Example:
+    Examples:
         >>> vq = VectorQuantizer(8, 2)
         >>> z_q, idx, commit, cb = vq(torch.randn(3, 2, 4, 4))
         >>> z_q.shape, idx.shape, commit.shape
@@ -160,7 +160,8 @@ class VQVAE(nn.Module):
 
     Args:
         data_shape: ``(C, H, W)``, H and W divisible by ``2**downsample``.
-        num_codes, code_dim: codebook size K and code vector size D.
+        num_codes: codebook size K.
+        code_dim: code vector size D.
         hidden: conv width; ``downsample``: number of stride-2 layers (grid = H / 2**n).
         likelihood: ``"bce"``, ``"mse"``, ``"l1"``, ``"gaussian"`` or ``"categorical"``.
         num_levels: levels of integer data (categorical decoder input scaling).
