@@ -1,5 +1,6 @@
 """Layer 4: the model families, one per file (thin constructors over the shared engine)."""
 
+from probgen.models.arm import ARM, ARMDistribution, build_net, chain_graph, load_arm_run, train_arm
 from probgen.models.cnf import CNF, CNFTransform
 from probgen.models.dequantize import (
     DiscreteNLL,
@@ -55,6 +56,7 @@ __all__ = [
     "CNF", "CNFTransform", "plot_density_2d", "plot_warp", "plot_samples_grid",
     "train_flow", "load_flow_run", "evaluate_flow", "FlowRun", "coupling_flow", "DATA_NAMES",
     "FlowVAE", "compare_vae_guides", "train_flow_vae", "elbo_gain",
+    "ARM", "ARMDistribution", "chain_graph", "build_net", "train_arm", "load_arm_run",
     "VAE", "VAERun", "train_vae", "load_vae_run", "evaluate_vae", "refine_guide",
     "StandardPrior", "MixturePrior", "VampPrior", "Encoder", "Decoder", "VQVAE", "VectorQuantizer",
 ]

@@ -17,7 +17,7 @@ or ``torch.no_grad()``: validation, :func:`exact_nll`, sampling) it scores with 
 weights and without dropout. An ARM may hold several networks: its distribution is then the
 uniform mixture ``log p(x) = log mean_k p_k(x)``, still an exact likelihood (an ensemble).
 
-Example:
+Examples:
     >>> import torch
     >>> from probgen.nn.made import MADE
     >>> arm = ARM(MADE(dims=4, num_levels=2, hidden=(16,)))
@@ -72,12 +72,13 @@ class ARMDistribution(TorchDistribution):
     Args:
         nets: causal networks mapping one-hot ``(B, D, K)`` to logits ``(B, D, K)``; more
             than one makes a uniform mixture.
-        dims, num_levels: ``D`` and ``K``.
+        dims: the number of variables D.
+        num_levels: the number of levels K of each variable.
         temperature: divides every logit (< 1 sharper, > 1 flatter); ``log_prob`` is the
             exact log-probability of the tempered sampler.
         input_dropout: probability of hiding each input pixel (training only).
 
-    Example:
+    Examples:
         >>> from probgen.nn.made import MADE
         >>> d = ARMDistribution([MADE(3, 2, (8,))], dims=3, num_levels=2)
         >>> grid = torch.cartesian_prod(*[torch.arange(2)] * 3)  # all 8 binary vectors
@@ -170,7 +171,7 @@ def _eval_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
 def chain_graph(num_vars: int, name: str = "chain") -> BayesNet:
     """The explicit chain-rule network ``x1 -> x2 -> ...``, every ``x_i`` a parent of later ones.
 
-    Example:
+    Examples:
         >>> chain_graph(3).factorization()
         'p(x1, x2, x3) = p(x1) p(x2 | x1) p(x3 | x1, x2)'
     """
@@ -314,7 +315,7 @@ def build_net(net: str, shape: Sequence[int] = (8, 8), num_levels: int = 17,
               channels: int = 64, layers: int = 6, dropout: float = 0.0) -> nn.Module:
     """A causal network by name: ``"pixelcnn"``, ``"causal_conv"`` or ``"made"``.
 
-    Example:
+    Examples:
         >>> build_net("made", channels=32, layers=2).dims
         64
     """
@@ -352,7 +353,7 @@ def train_arm(data: str = "digits", net: str = "pixelcnn", out: str | Path | Non
     each), ``weights.safetensors`` (the final networks), ``metrics.json`` (``test_nll`` in
     nats per image, exact) and ``samples.png``; :func:`load_arm_run` reads it back.
 
-    Example:
+    Examples:
         >>> m = train_arm(fast=True, steps=4, progress=False)
         >>> m["kind"], m["test_nll"] > 0
         ('exact', True)
@@ -412,7 +413,7 @@ def _unit(arm: ARM) -> Callable[[int], Tensor]:
 def load_arm_run(run_dir: str | Path) -> ARM:
     """The trained ARM (ensemble) of a :func:`train_arm` run folder, in eval mode.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> d = tempfile.mkdtemp() + "/run"
         >>> _ = train_arm(out=d, fast=True, steps=4, progress=False)

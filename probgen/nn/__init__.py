@@ -1,5 +1,6 @@
 """Layer 0: neural building blocks (transformer, tokenizers, flow layers, MADE, PixelCNN)."""
 
+from probgen.nn.causal_conv import CausalConv1d, CausalConvNet
 from probgen.nn.flow_layers import (
     ActNorm,
     Invert,
@@ -8,6 +9,8 @@ from probgen.nn.flow_layers import (
     clear_transform_caches,
 )
 from probgen.nn.flow_multiscale import ConvCouplingNet, FactorOut, Squeeze, Unsqueeze
+from probgen.nn.made import MADE, MaskedLinear
+from probgen.nn.pixelcnn import GatedLayer, GatedPixelCNN
 from probgen.nn.tokenizers import (
     EOS,
     CharTokenizer,
@@ -25,4 +28,5 @@ __all__ = [
     "tiktoken_available", "EOS",
     "ActNorm", "InvertibleConv1x1", "Permutation", "Invert", "clear_transform_caches",
     "Squeeze", "Unsqueeze", "FactorOut", "ConvCouplingNet",
+    "MADE", "MaskedLinear", "CausalConv1d", "CausalConvNet", "GatedPixelCNN", "GatedLayer",
 ]

@@ -8,7 +8,7 @@ of PixelCNN/WaveNet), so output ``t`` predicts ``x_t`` from ``x_<t`` only.
 :mod:`probgen.nn.made`: one-hot ``(B, D, K)`` -> logits ``(B, D, K)``. It is the ARM of
 Tomczak's *Deep Generative Modeling*, ch. 2, on a flattened image.
 
-Example:
+Examples:
     >>> import torch
     >>> net = CausalConvNet(dims=64, num_levels=17, channels=16, layers=3)
     >>> x = torch.nn.functional.one_hot(torch.randint(0, 17, (2, 64)), 17).float()
@@ -30,7 +30,7 @@ __all__ = ["CausalConv1d", "CausalConvNet"]
 class CausalConv1d(nn.Conv1d):
     """``nn.Conv1d`` over ``(B, C, T)`` with left padding; ``include_current=False`` shifts by one.
 
-    Example:
+    Examples:
         >>> conv = CausalConv1d(1, 1, kernel_size=3, include_current=False)
         >>> conv(torch.zeros(1, 1, 10)).shape
         torch.Size([1, 1, 10])

@@ -10,7 +10,7 @@ hidden units degrees in ``1 .. D-1``; a hidden unit of degree ``m`` sees inputs 
 ``<= m``, and output ``d`` sees hidden units with degree ``< d``. So ``x_1`` is predicted
 from the output bias alone.
 
-Example:
+Examples:
     >>> import torch
     >>> net = MADE(dims=5, num_levels=3, hidden=(32, 32))
     >>> x = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 5)), 3).float()
@@ -34,7 +34,7 @@ __all__ = ["MaskedLinear", "MADE"]
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask ``(out, in)``.
 
-    Example:
+    Examples:
         >>> layer = MaskedLinear(2, 2, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
         >>> layer.weight.grad is None
         True

@@ -15,7 +15,7 @@ Each layer is a gated unit ``tanh(a) * sigmoid(b)`` (Eq. 2 of the paper) with a 
 connection on the horizontal stack. The interface is the shared one of
 :mod:`probgen.nn.made`: one-hot ``(B, D, K)`` with ``D = H * W`` -> logits ``(B, D, K)``.
 
-Example:
+Examples:
     >>> import torch
     >>> net = GatedPixelCNN((8, 8), num_levels=17, channels=16, layers=3)
     >>> x = torch.nn.functional.one_hot(torch.randint(0, 17, (2, 64)), 17).float()
@@ -50,7 +50,7 @@ def _right_shift(x: Tensor) -> Tensor:
 class GatedLayer(nn.Module):
     """One gated layer: ``(v, h) -> (v', h')`` for the two stacks.
 
-    Example:
+    Examples:
         >>> layer = GatedLayer(4, 4, kernel_size=3, first=True)
         >>> v, h = layer(torch.zeros(1, 4, 5, 5), torch.zeros(1, 4, 5, 5))
         >>> tuple(h.shape)
