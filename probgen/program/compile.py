@@ -74,7 +74,7 @@ def encode_column(bn: BayesNet, node: str, values: Any) -> torch.Tensor:
                 )
             out[i] = lookup[key]
         return torch.from_numpy(out)
-    tensor = torch.as_tensor(np.asarray(values, dtype=np.float64) if not isinstance(
+    tensor = torch.as_tensor(np.array(values, dtype=np.float64) if not isinstance(
         values, torch.Tensor) else values)
     return tensor
 
