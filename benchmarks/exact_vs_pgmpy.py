@@ -72,8 +72,8 @@ def check(name: str, n: int, timeout: float, seed: int) -> str:
     proc.start()
     if not parent.poll(timeout):
         proc.kill()
-        return f"{name:12s} {len(bn.nodes):5d} nodes  pgmpy VE did not finish in {timeout:.0f} s; " \
-               f"probgen {1e3 * t_ours:.1f} ms/query, refused {refused} as too large"
+        return f"{name:12s} {len(bn.nodes):5d} nodes  pgmpy VE did not finish in " \
+               f"{timeout:.0f} s; probgen {1e3 * t_ours:.1f} ms/query, refused {refused} as too large"
     theirs = parent.recv()
     proc.join()
     diffs = [float(np.abs(a - b).max()) for a, b in zip(ours, theirs) if a is not None]
@@ -81,8 +81,8 @@ def check(name: str, n: int, timeout: float, seed: int) -> str:
     ok = "OK " if diff <= 1e-9 and not refused else "BAD"
     if refused:
         ok += f" (probgen refused {refused} that pgmpy answered)"
-    return f"{name:12s} {len(bn.nodes):5d} nodes  {ok} max|diff| {diff:.1e} over {n} queries; " \
-           f"probgen {1e3 * t_ours:.1f} ms/query (pgmpy incl. load {time.perf_counter() - t0:.1f} s)"
+    return f"{name:12s} {len(bn.nodes):5d} nodes  {ok} max|diff| {diff:.1e} over {n} " \
+           f"queries; probgen {1e3 * t_ours:.1f} ms/query (pgmpy incl. load {time.perf_counter() - t0:.1f} s)"
 
 
 def main() -> None:

@@ -44,6 +44,13 @@ from probgen.models.instruct import (
 from probgen.models.priors import MixturePrior, StandardPrior, VampPrior
 from probgen.models.vae import VAE, VAERun, evaluate_vae, load_vae_run, refine_guide, train_vae
 from probgen.models.vae_nets import Decoder, Encoder
+from probgen.models.vq_prior import (
+    fit_code_prior,
+    nll_bound,
+    sample_codes,
+    sample_with_prior,
+    train_vqvae_with_prior,
+)
 from probgen.models.vqvae import VQVAE, VectorQuantizer
 
 __all__ = [
@@ -59,4 +66,5 @@ __all__ = [
     "ARM", "ARMDistribution", "chain_graph", "build_net", "train_arm", "load_arm_run",
     "VAE", "VAERun", "train_vae", "load_vae_run", "evaluate_vae", "refine_guide",
     "StandardPrior", "MixturePrior", "VampPrior", "Encoder", "Decoder", "VQVAE", "VectorQuantizer",
+    "fit_code_prior", "sample_codes", "sample_with_prior", "nll_bound", "train_vqvae_with_prior",
 ]

@@ -105,10 +105,12 @@ def fit_code_prior(vqvae: VQVAE, x_train: Tensor, x_val: Tensor | None = None,
 
     Args:
         vqvae: a trained VQ-VAE (only its encoder and codebook are used; not modified).
-        x_train, x_val: images; with ``x_val`` training stops early on the validation NLL
+        x_train: training images.
+        x_val: validation images; with them training stops early on the validation NLL
             of the codes and keeps the best (EMA) weights.
         net: the causal network, as :func:`~probgen.models.arm.build_net` names it.
-        steps, seed: optimisation steps and seed of :func:`~probgen.infer.fit.fit`.
+        steps: optimisation steps of :func:`~probgen.infer.fit.fit`.
+        seed: the random seed.
         progress: show a progress bar.
         options: entries of :data:`PRIOR_DEFAULTS` to replace.
 

@@ -14,10 +14,9 @@ the paper's appendix) or by the codebook loss ``||sg(z_e) - e||^2``; the commitm
 ``beta ||z_e - sg(e)||^2`` keeps the encoder near its codes. Both enter the model as
 ``pyro.factor`` terms, so ``fit(vqvae, None, x)`` trains it with the plain ELBO.
 
-The learned prior over codes comes with the autoregressive family (a PixelCNN / ARM fitted
-to ``encode_indices(x)``); until then :meth:`VQVAE.sample` draws codes uniformly, which
-gives poor samples. Use :meth:`VQVAE.encode_indices` / :meth:`VQVAE.decode_indices` to
-train and sample such a prior.
+The model's own code prior is uniform, so :meth:`VQVAE.sample` gives poor samples. The
+learned prior — a gated PixelCNN (the ARM family) fitted to ``encode_indices(x)`` — lives in
+:mod:`probgen.models.vq_prior` (``fit_code_prior``, ``sample_with_prior``, ``nll_bound``).
 
 Examples:
     >>> import pyro
@@ -264,7 +263,8 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """Mean images of ``n`` code grids drawn from the (uniform, placeholder) code prior."""
+        """Mean images of ``n`` code grids from the uniform code prior (for the learned prior
+        see :func:`probgen.models.vq_prior.sample_with_prior`)."""
         return self.decode_indices(self._code_prior(n).sample())
 
     def codebook_usage(self, x: torch.Tensor) -> float:
