@@ -73,7 +73,8 @@ def check(name: str, n: int, timeout: float, seed: int) -> str:
     if not parent.poll(timeout):
         proc.kill()
         return f"{name:12s} {len(bn.nodes):5d} nodes  pgmpy VE did not finish in " \
-               f"{timeout:.0f} s; probgen {1e3 * t_ours:.1f} ms/query, refused {refused} as too large"
+               f"{timeout:.0f} s; probgen {1e3 * t_ours:.1f} ms/query, " \
+               f"refused {refused} as too large"
     theirs = parent.recv()
     proc.join()
     diffs = [float(np.abs(a - b).max()) for a, b in zip(ours, theirs) if a is not None]
@@ -82,7 +83,8 @@ def check(name: str, n: int, timeout: float, seed: int) -> str:
     if refused:
         ok += f" (probgen refused {refused} that pgmpy answered)"
     return f"{name:12s} {len(bn.nodes):5d} nodes  {ok} max|diff| {diff:.1e} over {n} " \
-           f"queries; probgen {1e3 * t_ours:.1f} ms/query (pgmpy incl. load {time.perf_counter() - t0:.1f} s)"
+           f"queries; probgen {1e3 * t_ours:.1f} ms/query " \
+           f"(pgmpy incl. load {time.perf_counter() - t0:.1f} s)"
 
 
 def main() -> None:
