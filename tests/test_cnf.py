@@ -14,15 +14,6 @@ from probgen.models.cnf import CNF, CNFTransform
 from probgen.models.flows import flow_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _perturb(module: torch.nn.Module, scale: float = 0.3) -> None:
     with torch.no_grad():
         for p in module.parameters():

@@ -26,15 +26,6 @@ from probgen.nn.flow_layers import ActNorm
 L = 4  # levels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 LOC, SCALE = 0.5, 0.2
 
 

@@ -21,14 +21,6 @@ from probgen.models.flow_train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomise(flow: torch.nn.Module, seed: int = 0) -> None:
     """Give every parameter (incl. the zero-initialised heads) a random value."""
     g = torch.Generator().manual_seed(seed)

@@ -9,14 +9,6 @@ from probgen.infer.objectives import ELBO
 from probgen.models.flow_vae import FlowVAE, compare_vae_guides, elbo_gain
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomise(module: torch.nn.Module) -> None:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -46,15 +46,6 @@ IMG = (4, 4, 4)  # image (C, H, W)
 CTX = 3  # context size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _compose(flow: Flow) -> nn.Module:
     return T.ComposeTransformModule(list(flow.transforms))
 

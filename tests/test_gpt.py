@@ -28,15 +28,6 @@ from probgen.nn.transformer import KVCache
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads; on a shared CPU they only add wake-up stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(vocab=23, block=32, n_layer=2, n_head=2, n_embd=16, seed=0, scale=0.3) -> GPT:
     """A random GPT with larger-than-default weights, so its distributions are peaked."""
     torch.manual_seed(seed)

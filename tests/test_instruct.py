@@ -22,14 +22,6 @@ from probgen.models.instruct import (
 from probgen.nn.tokenizers import CharTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok() -> CharTokenizer:
     examples = toy_instructions(50)
