@@ -148,14 +148,6 @@ class ARMDistribution(TorchDistribution):
         return x.reshape(shape + (self.dims,))
 
 
-class _ARMCPD(NeuralCPD):
-    """NeuralCPD whose type check works on pyro 1.9 (graph/cpd.py names
-    ``dist.TorchDistributionMixin``, which pyro 1.9 does not export; drop once fixed)."""
-
-    def distribution(self, parent_values: Sequence[Tensor]) -> ARMDistribution:
-        return self.module(*parent_values)
-
-
 @contextlib.contextmanager
 def _eval_mode(modules: Sequence[nn.Module]) -> Iterator[None]:
     was = [m.training for m in modules]
@@ -217,7 +209,7 @@ class ARM(nn.Module):
             self.emas = nn.ModuleList(copy.deepcopy(m) for m in nets)
             self.emas.requires_grad_(False)
         self.data_shape = (self.dims,)
-        self.bn = BayesNet.from_cpds([_ARMCPD("x", self._conditional, event_dim=1)], name=name)
+        self.bn = BayesNet.from_cpds([NeuralCPD("x", self._conditional, event_dim=1)], name=name)
         self.program = Program(self.bn, observed=["x"])
 
     # -- the conditional of node x ---------------------------------------------------------

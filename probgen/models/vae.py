@@ -64,14 +64,6 @@ def make_objective(kind: str = "elbo", beta: float = 1.0, num_samples: int = 1) 
     raise ProbgenError(f"objective: unknown {kind!r}; choose 'elbo' or 'iwae'")
 
 
-class _NetCPD(NeuralCPD):
-    """NeuralCPD without the return-type check (graph/cpd.py names
-    ``dist.TorchDistributionMixin``, which pyro 1.9 does not export; drop once fixed)."""
-
-    def distribution(self, parent_values: Sequence[torch.Tensor]) -> Any:
-        return self.module(*parent_values)
-
-
 class GivenInput:
     """The CPD module of an input node: Program reads its values and never samples it."""
 
@@ -80,7 +72,7 @@ class GivenInput:
 
 
 def _given(node: str) -> NeuralCPD:
-    return _NetCPD(node, GivenInput())
+    return NeuralCPD(node, GivenInput())
 
 
 class VAE(nn.Module):
@@ -157,8 +149,8 @@ class VAE(nn.Module):
             parents.append("y")
         if self.num_classes:
             gen.add_cpds(_given("y"))
-        gen.add_cpds(_NetCPD("z", self.prior, event_dim=1),
-                     _NetCPD("x", self.decoder, parents=parents, event_dim=event,
+        gen.add_cpds(NeuralCPD("z", self.prior, event_dim=1),
+                     NeuralCPD("x", self.decoder, parents=parents, event_dim=event,
                                discrete=discrete))
         inf = BayesNet([("x", "z")], name="vae_guide")
         inf.add_node("z", latent=True, plate="data")
@@ -168,7 +160,7 @@ class VAE(nn.Module):
             inf.add_node("y", plate="data")
             inf.add_edge("y", "z")
             enc_parents.append("y")
-        inf.add_cpds(_NetCPD("z", self.encoder, parents=enc_parents, event_dim=1),
+        inf.add_cpds(NeuralCPD("z", self.encoder, parents=enc_parents, event_dim=1),
                      *[_given(n) for n in enc_parents])
         return gen, inf
 
