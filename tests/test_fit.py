@@ -15,16 +15,6 @@ from probgen.infer.fit import fit
 from probgen.infer.objectives import ELBO, IWAE, BetaELBO, Likelihood, Objective, PyroELBO
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    yield
-    torch.set_num_threads(threads)
-    pyro.clear_param_store()
-
-
 class TinyVAE(nn.Module):
     """z ~ N(0, I_2); x ~ N(dec(z), 1) in 3 dims; guide N(enc(x))."""
 

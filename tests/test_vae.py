@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -16,17 +15,6 @@ from probgen.infer.objectives import ELBO, IWAE
 from probgen.models.priors import MixturePrior, StandardPrior, VampPrior
 from probgen.models.vae import VAE, evaluate_vae, load_vae_run, train_vae
 from probgen.models.vae_nets import LIKELIHOODS, Decoder, Encoder
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-    pyro.clear_param_store()
 
 
 def _levels(n=12, seed=0):

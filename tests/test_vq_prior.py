@@ -6,7 +6,6 @@ import itertools
 import json
 import math
 
-import pyro
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,17 +20,6 @@ from probgen.models.vq_prior import (
     train_vqvae_with_prior,
 )
 from probgen.models.vqvae import VQVAE
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-    pyro.clear_param_store()
 
 
 def _tiny(num_codes: int = 3) -> tuple[VQVAE, ARM, torch.Tensor]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -14,17 +13,6 @@ from probgen.data.digits import load_digits
 from probgen.infer.fit import fit
 from probgen.infer.objectives import ELBO
 from probgen.models.vqvae import VQVAE, VectorQuantizer
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-    pyro.clear_param_store()
 
 
 def test_nearest_code_matches_brute_force():
