@@ -106,6 +106,18 @@ def importance_nll(model: Callable, guide: Callable, data: Any, num_samples: int
         >>> abs(importance_nll(model, guide, x, 5).nll - float(exact)) < 1e-5
         True
     """
+    def reduce(logw: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(logw, 0) - math.log(num_samples)
+
+    rows, dims = _per_example(model, guide, data, num_samples, batch_size, plate, seed, reduce)
+    return _summarise("importance", rows, dims, num_samples)
+
+
+def _per_example(model: Callable, guide: Callable, data: Any, num_samples: int,
+                 batch_size: int, plate: str | None, seed: int,
+                 reduce: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """``reduce`` over the K log-weights of every example, batch by batch, under ``seed``
+    without touching the global RNG; returns the per-example values and the data's dims."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ProbgenError(f"num_samples must be a positive integer, got {num_samples!r}")
     batches, _, dims = _batches(data, batch_size)
@@ -113,24 +125,17 @@ def importance_nll(model: Callable, guide: Callable, data: Any, num_samples: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for b in batches:
-            logw = per_example_log_weights(model, guide, b, num_samples, plate)
-            rows.append(torch.logsumexp(logw, 0) - math.log(num_samples))
-    return _summarise("importance", torch.cat(rows), dims, num_samples)
+            rows.append(reduce(per_example_log_weights(model, guide, b, num_samples, plate)))
+    return torch.cat(rows), dims
 
 
 @torch.no_grad()
 def elbo_nll(model: Callable, guide: Callable, data: Any, num_samples: int = 1,
              batch_size: int = 128, plate: str | None = None, seed: int = 0) -> LogLikelihood:
     """Negative ELBO per example, averaged over ``num_samples`` guide samples."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ProbgenError(f"num_samples must be a positive integer, got {num_samples!r}")
-    batches, _, dims = _batches(data, batch_size)
-    rows = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for b in batches:
-            rows.append(per_example_log_weights(model, guide, b, num_samples, plate).mean(0))
-    return _summarise("elbo", torch.cat(rows), dims, num_samples)
+    rows, dims = _per_example(model, guide, data, num_samples, batch_size, plate, seed,
+                              lambda logw: logw.mean(0))
+    return _summarise("elbo", rows, dims, num_samples)
 
 
 def evaluate_nll(model: Callable, guide: Callable | None, data: Any, kind: str = "auto",
