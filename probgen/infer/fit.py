@@ -42,6 +42,7 @@ import torch
 
 from probgen.errors import ProbgenError
 from probgen.infer import runs
+from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
@@ -61,97 +62,6 @@ class FitResult:
     out: Path | None
     stopped_early: bool = False
     params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def as_tensors(data: Any, name: str = "data") -> tuple[torch.Tensor, ...] | Any:
-    """Validate training data: a tensor, a tuple of tensors, or a ``torch`` Dataset.
-
-    Tensors must share their first dimension, be real or integer, and be finite.
-
-    Examples:
-        >>> [t.shape for t in as_tensors(torch.zeros(5, 2))]
-        [torch.Size([5, 2])]
-    """
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.Tensor):
-        if len(data) == 0:  # type: ignore[arg-type]
-            raise ProbgenError(f"{name}: the dataset is empty")
-        return data
-    items = data if isinstance(data, (tuple, list)) else (data,)
-    if not items:
-        raise ProbgenError(f"{name}: no tensors given")
-    out = []
-    for i, t in enumerate(items):
-        if isinstance(t, np.ndarray):
-            t = torch.from_numpy(t)
-        if not isinstance(t, torch.Tensor):
-            raise ProbgenError(f"{name}[{i}]: expected a tensor, got {type(t).__name__}")
-        if t.dim() == 0 or t.shape[0] == 0:
-            raise ProbgenError(
-                f"{name}[{i}]: needs a leading example dimension, shape {tuple(t.shape)}")
-        if t.is_complex() or t.dtype == torch.bool:
-            raise ProbgenError(f"{name}[{i}]: dtype {t.dtype} is not supported (real or integer)")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ProbgenError(f"{name}[{i}]: contains NaN or infinite values")
-        out.append(t)
-    if len({t.shape[0] for t in out}) != 1:
-        raise ProbgenError(f"{name}: tensors disagree on the number of examples")
-    return tuple(out)
-
-
-def _num_examples(data: Any) -> int:
-    return data[0].shape[0] if isinstance(data, tuple) else len(data)
-
-
-def _take(data: Any, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
-    if isinstance(data, tuple):
-        if len(data) == 1 and data[0].device == device:
-            return (data[0][idx],)
-        return tuple(t[idx] if t.device == device else t[idx].to(device) for t in data)
-    rows = [data[int(i)] for i in idx]
-    rows = [r if isinstance(r, (tuple, list)) else (r,) for r in rows]
-    return tuple(torch.stack([torch.as_tensor(r[j]) for r in rows]).to(device)
-                 for j in range(len(rows[0])))
-
-
-class BatchSampler:
-    """Draws minibatches without replacement, one shuffled pass (epoch) after another.
-
-    The last incomplete batch of an epoch is skipped. Its state (generator, order, position)
-    is saved in checkpoints so that a resumed run sees the same batches.
-
-    Examples:
-        >>> s = BatchSampler((torch.arange(10),), 4, seed=0, device=torch.device("cpu"))
-        >>> s.next()[0].shape
-        torch.Size([4])
-    """
-
-    def __init__(self, data: Any, batch_size: int, seed: int, device: torch.device):
-        self.data = data
-        self.n = _num_examples(data)
-        self.batch_size = batch_size
-        self.device = device
-        self.gen = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(self.n, generator=self.gen)
-        self.pos = 0
-
-    def next(self) -> tuple[torch.Tensor, ...]:
-        if self.pos + self.batch_size > self.n:
-            self.order = torch.randperm(self.n, generator=self.gen)
-            self.pos = 0
-        idx = self.order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return _take(self.data, idx, self.device)
-
-    def state(self) -> tuple[dict[str, torch.Tensor], int]:
-        return {"sampler_gen": self.gen.get_state(), "sampler_order": self.order}, self.pos
-
-    def load(self, tensors: dict[str, torch.Tensor], pos: int) -> None:
-        self.gen.set_state(tensors["sampler_gen"])
-        self.order = tensors["sampler_order"]
-        self.pos = int(pos)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -262,7 +172,7 @@ def _validate(objective: Objective, model: Callable, guide: Callable | None, dat
     """Mean validation loss per example, with every module in eval mode."""
     rng_t, rng_j = runs.rng_state()
     torch.manual_seed(seed)
-    n = _num_examples(data)
+    n = num_examples(data)
     total = 0.0
     training = [(m, m.training) for m in modules]
     for m, _ in training:  # dropout off, batch-norm statistics frozen
@@ -270,7 +180,7 @@ def _validate(objective: Objective, model: Callable, guide: Callable | None, dat
     try:
         for start in range(0, n, batch_size):
             idx = torch.arange(start, min(start + batch_size, n))
-            total += float(objective.loss(model, guide, *_take(data, idx, device)))
+            total += float(objective.loss(model, guide, *take(data, idx, device)))
     finally:
         for m, mode in training:
             m.train(mode)
@@ -348,7 +258,7 @@ def fit(
     if data is None:
         raise ProbgenError("data: training data is required")
     data = as_tensors(data, "data")
-    n = _num_examples(data)
+    n = num_examples(data)
     batch_size = n if batch_size is None else _check_positive_int(batch_size, "batch_size")
     if batch_size > n:
         raise ProbgenError(f"batch_size ({batch_size}) exceeds the number of examples ({n})")
@@ -402,7 +312,7 @@ def fit(
     for m in modules.values():
         m.to(device)
     sampler = BatchSampler(data, batch_size, seed, device)
-    first = _take(data, sampler.order[:batch_size], device)
+    first = take(data, sampler.order[:batch_size], device)
     pyro_params = _discover(objective, model, guide, first, modules)
     params = _Params(modules, pyro_params, list(getattr(objective, "parameters", list)()))
     opt = _make_optimizer(optimizer, params.trainable, lr)

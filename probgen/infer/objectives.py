@@ -49,11 +49,18 @@ from typing import Any
 
 import pyro.infer
 import torch
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import kl_divergence
 
 from probgen.errors import ProbgenError
+from probgen.infer.sites import (
+    SiteRecorder,
+    check_batch,
+    find_data_plate,
+    per_example_log_weights,
+    require_observed,
+    run_guide,
+    run_model,
+)
 
 __all__ = [
     "Objective",
@@ -103,111 +110,6 @@ class Objective:
         return {"name": self.name}
 
 
-class SiteRecorder(Messenger):
-    """A light Pyro handler: records sample sites and sums their scaled, masked log-densities.
-
-    With ``replay`` (a dict name -> value) latent sites take their values from it. With
-    ``per_example`` set to a plate name, log-densities are kept per example (summed over
-    every other dimension) instead of summed to a scalar.
-
-    Examples:
-        >>> import pyro, pyro.distributions as dist
-        >>> with SiteRecorder() as rec:
-        ...     _ = pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> sorted(rec.values)
-        ['z']
-    """
-
-    def __init__(
-        self,
-        replay: dict[str, torch.Tensor] | None = None,
-        per_example: str | None = None,
-        keep_fns: bool = False,
-    ) -> None:
-        super().__init__()
-        self.replay = replay
-        self.per_example = per_example
-        self.keep_fns = keep_fns
-        self.values: dict[str, torch.Tensor] = {}
-        self.fns: dict[str, Any] = {}
-        self.latent_log_prob: Any = 0.0  # unobserved sites
-        self.observed_log_prob: Any = 0.0  # observed sites (and factors)
-        self.latent_names: list[str] = []
-        self.not_reparameterized: list[str] = []
-        self.enumerated: list[str] = []  # latent sites marked infer={"enumerate": ...}
-        self.plate_nesting = 0
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if self.replay is not None and not msg["is_observed"]:
-            value = self.replay.get(msg["name"])
-            if value is not None:
-                msg["value"] = value
-                msg["done"] = True
-
-    def _pyro_post_sample(self, msg: dict) -> None:
-        fn = msg["fn"]
-        name = msg["name"]
-        if type(fn) is _Subsample:  # a plate's index draw: replayed, never scored
-            self.values[name] = msg["value"]
-            return
-        observed = msg["is_observed"]
-        if not observed:
-            self.values[name] = msg["value"]
-            self.latent_names.append(name)
-            if not fn.has_rsample:
-                self.not_reparameterized.append(name)
-            if msg["infer"].get("enumerate"):
-                self.enumerated.append(name)
-            for f in msg["cond_indep_stack"]:
-                if f.dim is not None and -f.dim > self.plate_nesting:
-                    self.plate_nesting = -f.dim
-        if self.keep_fns:
-            self.fns[name] = (fn, msg["scale"], msg["mask"], msg["cond_indep_stack"])
-        lp = fn.log_prob(msg["value"])
-        mask = msg["mask"]
-        if mask is not None:
-            lp = torch.where(mask, lp, lp.new_zeros(()))
-        scale = msg["scale"]
-        if not (isinstance(scale, float) and scale == 1.0):
-            lp = lp * scale
-        lp = self._reduce(lp, msg) if self.per_example is not None else lp.sum()
-        if observed:
-            self.observed_log_prob = self.observed_log_prob + lp
-        else:
-            self.latent_log_prob = self.latent_log_prob + lp
-
-    def _reduce(self, lp: torch.Tensor, msg: dict) -> torch.Tensor:
-        for frame in msg["cond_indep_stack"]:
-            if frame.name == self.per_example and frame.dim is not None:
-                if lp.dim() < -frame.dim:
-                    break
-                lp = lp.movedim(frame.dim, 0)
-                return lp.reshape(lp.shape[0], -1).sum(-1)
-        raise ProbgenError(
-            f"site {msg['name']!r} is not inside plate {self.per_example!r}; per-example "
-            "estimates need every site inside the data plate (argument plate)"
-        )
-
-
-def _check_batch(batch: tuple) -> None:
-    if not batch:
-        raise ProbgenError("batch: the objective needs at least one data tensor")
-
-
-def _run_guide(guide: Callable, batch: tuple, per_example: str | None, keep: bool) -> SiteRecorder:
-    with SiteRecorder(per_example=per_example, keep_fns=keep) as rec:
-        guide(*batch)
-    return rec
-
-
-def _run_model(
-    model: Callable, batch: tuple, replay: dict, per_example: str | None, keep: bool
-) -> SiteRecorder:
-    with SiteRecorder(replay=replay, per_example=per_example, keep_fns=keep) as rec:
-        model(*batch)
-    return rec
-
-
 class ELBO(Objective):
     """Single- or multi-sample ELBO, optionally beta-weighted and with analytic KL terms.
 
@@ -252,15 +154,15 @@ class ELBO(Objective):
     def loss(self, model: Callable, guide: Callable | None, *batch: torch.Tensor) -> torch.Tensor:
         if guide is None:
             raise ProbgenError("guide: the ELBO needs a guide; use Likelihood() for none")
-        _check_batch(batch)
+        check_batch(batch)
         if self._delegate is not None:
             return self._delegated(model, guide, batch)
         total: Any = 0.0
         for _ in range(self.num_particles):
-            g = _run_guide(guide, batch, None, self.analytic_kl)
+            g = run_guide(guide, batch, None, self.analytic_kl)
             if g.not_reparameterized:
                 return self._fallback(g.not_reparameterized, g, g, model, guide, batch)
-            m = _run_model(model, batch, g.values, None, self.analytic_kl)
+            m = run_model(model, batch, g.values, None, self.analytic_kl)
             unguided = [n for n in m.enumerated if n not in g.values]
             if unguided:
                 return self._fallback(unguided, g, m, model, guide, batch)
@@ -341,80 +243,6 @@ class BetaELBO(ELBO):
         super().__init__(num_particles=num_particles, beta=beta, analytic_kl=analytic_kl)
 
 
-def per_example_log_weights(
-    model: Callable,
-    guide: Callable | None,
-    batch: tuple,
-    num_samples: int,
-    plate: str | None = None,
-) -> torch.Tensor:
-    """``log p(x_i, z_ik) - log q(z_ik | x_i)`` per example ``i`` and guide sample ``k``.
-
-    Returns a ``(num_samples, B)`` tensor. Without a guide, the model must be fully
-    observed and the result is ``log p(x_i)`` repeated. ``plate`` names the data plate;
-    by default it is found as the plate whose size equals the batch size.
-
-    Examples:
-        >>> import pyro, pyro.distributions as dist
-        >>> def model(x):
-        ...     with pyro.plate("data", x.shape[0]):
-        ...         pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
-        >>> per_example_log_weights(model, None, (torch.zeros(3),), 2).shape
-        torch.Size([2, 3])
-    """
-    _check_batch(batch)
-    plate = plate or _find_data_plate(model, guide, batch)
-    rows = []
-    for _ in range(num_samples if guide is not None else 1):
-        if guide is not None:
-            g = _run_guide(guide, batch, plate, False)
-            m = _run_model(model, batch, g.values, plate, False)
-            rows.append(m.latent_log_prob + m.observed_log_prob - g.latent_log_prob)
-        else:
-            m = _run_model(model, batch, {}, plate, False)
-            _require_observed(m)
-            rows.append(m.observed_log_prob)
-    out = torch.stack([torch.as_tensor(r).expand(len(batch[0])) for r in rows])
-    if guide is None and num_samples > 1:
-        out = out.expand(num_samples, -1)
-    return out
-
-
-def _find_data_plate(model: Callable, guide: Callable | None, batch: tuple) -> str:
-    n = len(batch[0])
-    found: set[str] = set()
-
-    class _Plates(Messenger):
-        def _pyro_post_sample(self, msg: dict) -> None:
-            for f in msg["cond_indep_stack"]:
-                if f.dim is not None and f.size == n:
-                    found.add(f.name)
-
-    with torch.no_grad(), torch.random.fork_rng(devices=[]), _Plates():  # leaves RNG as is
-        if guide is not None:
-            with SiteRecorder() as g:
-                guide(*batch)
-            replay = g.values
-        else:
-            replay = {}
-        with SiteRecorder(replay=replay):
-            model(*batch)
-    if len(found) != 1:
-        raise ProbgenError(
-            f"plate: cannot tell the data plate (plates of size {n}: {sorted(found)}); "
-            "pass plate='name'"
-        )
-    return found.pop()
-
-
-def _require_observed(m: SiteRecorder) -> None:
-    if m.latent_names:
-        raise ProbgenError(
-            f"model has latent sites {m.latent_names}; the exact likelihood needs a fully "
-            "observed model (use an ELBO or IWAE objective with a guide)"
-        )
-
-
 class IWAE(ELBO):
     """The importance-weighted bound (Burda et al. 2016) with ``num_samples`` samples.
 
@@ -441,9 +269,9 @@ class IWAE(ELBO):
     def loss(self, model: Callable, guide: Callable | None, *batch: torch.Tensor) -> torch.Tensor:
         if guide is None:
             raise ProbgenError("guide: IWAE needs a guide; use Likelihood() for none")
-        _check_batch(batch)
+        check_batch(batch)
         if self._plate is None:
-            self._plate = _find_data_plate(model, guide, batch)
+            self._plate = find_data_plate(model, guide, batch)
         logw = per_example_log_weights(model, guide, batch, self.num_samples, self._plate)
         bound = torch.logsumexp(logw, 0) - math.log(self.num_samples)
         return -bound.sum()
@@ -469,15 +297,15 @@ class Likelihood(Objective):
     def loss(self, model: Callable, guide: Callable | None, *batch: torch.Tensor) -> torch.Tensor:
         if guide is not None:
             raise ProbgenError("guide: the exact likelihood takes no guide (pass guide=None)")
-        _check_batch(batch)
-        m = _run_model(model, batch, {}, None, False)
+        check_batch(batch)
+        m = run_model(model, batch, {}, None, False)
         if m.latent_names and set(m.latent_names) == set(m.enumerated):
             # discrete latents marked for enumeration are summed out exactly
             elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=max(m.plate_nesting, 1))
             if not torch.is_grad_enabled():  # e.g. the engine's parameter discovery
                 return torch.tensor(elbo.loss(model, _empty_guide, *batch))
             return elbo.differentiable_loss(model, _empty_guide, *batch)
-        _require_observed(m)
+        require_observed(m)
         return -m.observed_log_prob
 
 

@@ -12,8 +12,12 @@ Raster order: pixel ``(i, j)`` is predicted from rows ``< i`` and from ``(i, < j
   own value never reaches its prediction.
 
 Each layer is a gated unit ``tanh(a) * sigmoid(b)`` (Eq. 2 of the paper) with a residual
-connection on the horizontal stack. The interface is the shared one of
-:mod:`probgen.nn.made`: one-hot ``(B, D, K)`` with ``D = H * W`` -> logits ``(B, D, K)``.
+connection on the horizontal stack. With ``cond_channels > 0`` the net is *conditional*
+(Section 2.3 of the paper, location-dependent): a feature map ``cond`` of shape
+``(B, cond_channels, H, W)``, computed from anything but the pixels themselves (a latent
+code, a label), enters both gates of every layer through a 1x1 convolution. The interface
+is the shared one of :mod:`probgen.nn.made`: one-hot ``(B, D, K)`` with ``D = H * W`` ->
+logits ``(B, D, K)``.
 
 Examples:
     >>> import torch
@@ -58,7 +62,7 @@ class GatedLayer(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int, kernel_size: int = 3,
-                 first: bool = False, dropout: float = 0.0):
+                 first: bool = False, dropout: float = 0.0, cond_channels: int = 0):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ProbgenError(f"kernel_size must be odd, got {kernel_size}")
@@ -69,17 +73,23 @@ class GatedLayer(nn.Module):
         self.h_conv = nn.Conv2d(in_channels, 2 * channels, (1, self.k + 1))
         self.h_out = nn.Conv2d(channels, channels, 1)
         self.drop = nn.Dropout(dropout)
+        self.cond = nn.Conv2d(cond_channels, 4 * channels, 1) if cond_channels else None
 
     @staticmethod
     def _gate(x: Tensor) -> Tensor:
         a, b = x.chunk(2, dim=1)
         return torch.tanh(a) * torch.sigmoid(b)
 
-    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, v: Tensor, h: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         k = self.k
         v_raw = self.v_conv(F.pad(v, (k, k, k, 0)))  # rows i-k..i, columns j-k..j+k
         h_in = _right_shift(h) if self.first else h
         h_raw = self.h_conv(F.pad(h_in, (k, 0, 0, 0))) + self.v_to_h(_down_shift(v_raw))
+        if self.cond is not None:
+            if cond is None:
+                raise ProbgenError("cond: this conditional PixelCNN layer needs a feature map")
+            c_v, c_h = self.cond(cond).chunk(2, dim=1)  # no pixel enters cond: still causal
+            v_raw, h_raw = v_raw + c_v, h_raw + c_h
         v_new = self.drop(self._gate(v_raw))
         h_new = self.h_out(self.drop(self._gate(h_raw)))
         return v_new, h_new if self.first else h + h_new
@@ -93,10 +103,12 @@ class GatedPixelCNN(nn.Module):
         num_levels: levels ``K`` per pixel.
         channels: features per stack; layers: gated layers; kernel_size: odd window size.
         dropout: dropout on every gated output.
+        cond_channels: > 0 makes the net conditional on a ``(B, cond_channels, H, W)`` map.
     """
 
     def __init__(self, shape: Sequence[int] = (8, 8), num_levels: int = 17, channels: int = 64,
-                 layers: int = 6, kernel_size: int = 3, dropout: float = 0.0):
+                 layers: int = 6, kernel_size: int = 3, dropout: float = 0.0,
+                 cond_channels: int = 0):
         super().__init__()
         if len(shape) != 2:
             raise ProbgenError(f"shape must be (H, W), got {tuple(shape)}")
@@ -105,17 +117,19 @@ class GatedPixelCNN(nn.Module):
         self.num_levels = _positive(num_levels, "num_levels")
         _positive(channels, "channels")
         self.layers = nn.ModuleList(
-            GatedLayer(num_levels if i == 0 else channels, channels, kernel_size, i == 0, dropout)
+            GatedLayer(num_levels if i == 0 else channels, channels, kernel_size, i == 0, dropout,
+                       cond_channels)
             for i in range(_positive(layers, "layers"))
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
                                   nn.Conv2d(channels, num_levels, 1))
 
-    def forward(self, onehot: Tensor) -> Tensor:
-        """``(B, H*W, K)`` one-hot inputs -> ``(B, H*W, K)`` logits of ``p(x_d | x_<d)``."""
+    def forward(self, onehot: Tensor, cond: Tensor | None = None) -> Tensor:
+        """``(B, H*W, K)`` one-hot inputs -> ``(B, H*W, K)`` logits of ``p(x_d | x_<d)``
+        (of ``p(x_d | x_<d, cond)`` for a conditional net)."""
         b = onehot.shape[0]
         x = onehot.transpose(1, 2).reshape(b, self.num_levels, *self.shape)  # (B, K, H, W)
         v = h = x
         for layer in self.layers:
-            v, h = layer(v, h)
+            v, h = layer(v, h, cond)
         return self.head(h).reshape(b, self.num_levels, self.dims).transpose(1, 2)
