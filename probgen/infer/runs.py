@@ -48,6 +48,7 @@ from probgen.errors import ProbgenError
 
 __all__ = [
     "RunFolderError",
+    "require_files",
     "Checkpoint",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -135,6 +136,23 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise RunFolderError(
             f"{path} is not a valid safetensors file (truncated, tampered or a pickle?): {exc}"
         ) from None
+
+
+def require_files(run_dir: str | os.PathLike, names: tuple[str, ...], kind: str) -> Path:
+    """``Path(run_dir)`` after checking it holds every file in ``names`` (a ``kind`` run).
+
+    Examples:
+        >>> import tempfile
+        >>> require_files(tempfile.mkdtemp(), ("weights.safetensors",), "VAE")
+        Traceback (most recent call last):
+        ...
+        probgen.infer.runs.RunFolderError: run_dir: ... has no weights.safetensors (not a VAE run)
+    """
+    d = Path(run_dir)
+    for name in names:
+        if not (d / name).is_file():
+            raise RunFolderError(f"run_dir: {str(run_dir)!r} has no {name} (not a {kind} run)")
+    return d
 
 
 def read_json(path: str | os.PathLike) -> Any:

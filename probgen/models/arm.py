@@ -51,13 +51,20 @@ from probgen.nn.pixelcnn import GatedPixelCNN
 from probgen.program.compile import Program
 
 __all__ = ["ARMDistribution", "ARM", "chain_graph", "build_net", "train_arm", "load_arm_run",
-           "DEFAULTS", "FAST"]
+           "check_levels", "DEFAULTS", "FAST"]
 
 
-def _check_levels(x: Tensor, num_levels: int, dims: int) -> Tensor:
+def check_levels(x: Tensor, num_levels: int, dims: int) -> Tensor:
+    """``x`` as ``long`` levels after checking them: integers in ``0..num_levels-1``, last
+    dimension ``dims`` (a clear error naming ``x`` otherwise).
+
+    Examples:
+        >>> check_levels(torch.tensor([[0.0, 2.0]]), num_levels=3, dims=2)
+        tensor([[0, 2]])
+    """
     if x.is_floating_point():
         if not bool((x == x.round()).all()):
-            raise ProbgenError("x: ARM values must be integer levels")
+            raise ProbgenError("x: values must be integer levels, got fractions")
         x = x.long()
     if x.shape[-1:] != (dims,):
         raise ProbgenError(f"x: last dimension must be {dims}, got shape {tuple(x.shape)}")
@@ -116,7 +123,7 @@ class ARMDistribution(TorchDistribution):
         return net(onehot) / self.temperature
 
     def log_prob(self, value: Tensor) -> Tensor:
-        x = _check_levels(value, self.num_levels, self.dims)
+        x = check_levels(value, self.num_levels, self.dims)
         flat = x.reshape(-1, self.dims)
         per_net = []
         for net in self.nets:
@@ -252,7 +259,7 @@ class ARM(nn.Module):
         if self._training_step():
             self.update_ema()  # the engine calls the model once per step, after the update
         if x is not None:
-            x = _check_levels(x, self.num_levels, self.dims)
+            x = check_levels(x, self.num_levels, self.dims)
         return self.program(x, num_rows=num_rows)
 
     @torch.no_grad()
@@ -412,9 +419,7 @@ def load_arm_run(run_dir: str | Path) -> ARM:
         >>> load_arm_run(d).sample(2).shape
         torch.Size([2, 64])
     """
-    d = Path(run_dir)
-    if not (d / "config.json").exists() or not (d / "weights.safetensors").exists():
-        raise ProbgenError(f"run_dir: {d} is not a finished train_arm run folder")
+    d = runs.require_files(run_dir, ("config.json", "weights.safetensors"), "train_arm")
     c = runs.read_json(d / "config.json")
     nets = [build_net(c["net"], c["shape"], c["num_levels"], c["channels"], c["layers"])
             for _ in range(c["members"])]

@@ -401,10 +401,7 @@ def load_flow_run(run_dir: str | Path) -> FlowRun:
     """
     from probgen.infer import runs
 
-    d = Path(run_dir)
-    for fname in ("flow.json", "weights.safetensors"):
-        if not (d / fname).is_file():
-            raise ProbgenError(f"run_dir: {str(run_dir)!r} has no {fname} (not a flow run)")
+    d = runs.require_files(run_dir, ("flow.json", "weights.safetensors"), "flow")
     cfg = runs.read_json(d / "flow.json")
     name, seed = cfg.pop("data"), cfg.pop("seed")
     flow, deq = _build(name, cfg, seed)

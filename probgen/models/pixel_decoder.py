@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from probgen.errors import ProbgenError
+from probgen.models.arm import check_levels
 from probgen.nn.pixelcnn import GatedPixelCNN
 
 __all__ = ["PixelDecoder", "PixelDecoderDistribution", "LocalPixelNet"]
@@ -96,18 +97,6 @@ class LocalPixelNet(nn.Module):
         return self.body(h).reshape(b, self.num_levels, self.dims).transpose(1, 2)
 
 
-def _levels(value: Tensor, num_levels: int, dims: int) -> Tensor:
-    if value.is_floating_point():
-        if not bool((value == value.round()).all()):
-            raise ProbgenError("x: the pixel decoder models integer levels, got fractions")
-        value = value.long()
-    if value.shape[-1:] != (dims,):
-        raise ProbgenError(f"x: last dimension must be {dims}, got shape {tuple(value.shape)}")
-    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= num_levels):
-        raise ProbgenError(f"x: levels must lie in 0..{num_levels - 1}")
-    return value
-
-
 class PixelDecoderDistribution(TorchDistribution):
     """``prod_d Categorical(x_d | net(x_<d, cond))`` over ``D = H * W`` integer pixels.
 
@@ -149,14 +138,14 @@ class PixelDecoderDistribution(TorchDistribution):
 
     def logits(self, value: Tensor) -> Tensor:
         """``(..., D, K)`` logits of every pixel given the pixels before it (teacher forcing)."""
-        x = _levels(value, self.num_levels, self.dims)
+        x = check_levels(value, self.num_levels, self.dims)
         batch = torch.broadcast_shapes(x.shape[:-1], self.batch_shape)
         flat = x.expand(*batch, self.dims).reshape(-1, self.dims)
         out = self.net(F.one_hot(flat, self.num_levels).float(), self._flat_cond(batch))
         return out.reshape(*batch, self.dims, self.num_levels)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        x = _levels(value, self.num_levels, self.dims)
+        x = check_levels(value, self.num_levels, self.dims)
         logp = torch.log_softmax(self.logits(x), -1)
         x = x.expand(*logp.shape[:-1])
         return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)

@@ -277,10 +277,7 @@ def load_vae_run(run_dir: str | Path) -> VAERun:
     from probgen.infer import runs
     from probgen.models.vae import VAE
 
-    d = Path(run_dir)
-    for name in ("vae.json", "weights.safetensors"):
-        if not (d / name).is_file():
-            raise ProbgenError(f"run_dir: {str(run_dir)!r} has no {name} (not a VAE run)")
+    d = runs.require_files(run_dir, ("vae.json", "weights.safetensors"), "VAE")
     cfg = runs.read_json(d / "vae.json")
     shape = cfg.pop("data_shape")
     latent = cfg.pop("latent_dim")
