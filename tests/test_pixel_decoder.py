@@ -106,8 +106,18 @@ def test_bad_decoder_settings_raise(kwargs, word):
         PixelDecoder((8, 8), 2, num_levels=17, **kwargs)
 
 
-def test_pixel_vae_needs_square_flat_or_2d_images():
-    with pytest.raises(ProbgenError, match="data_shape"):
-        VAE((10,), 2, likelihood="pixelcnn", num_levels=17)
+def test_pixel_vae_needs_flat_square_images_and_conditions_on_labels():
+    for shape in [(10,), (1, 8, 8)]:
+        with pytest.raises(ProbgenError, match="data_shape"):
+            VAE(shape, 2, likelihood="pixelcnn", num_levels=17)
+    torch.manual_seed(0)
+    x, y = torch.randint(0, 17, (32, 16)), torch.arange(32) % 3
+    cvae = VAE((16,), 2, likelihood="pixelcnn", num_levels=17, hidden=(16,), num_classes=3,
+               pixelcnn={"channels": 8, "cond_channels": 2})
+    fit(cvae, None, (x, y), steps=3, batch_size=16, progress=False)
+    z = torch.zeros(2, 2)
+    a, b = cvae.decoder(z, torch.tensor([0, 0])), cvae.decoder(z, torch.tensor([1, 1]))
+    assert not torch.allclose(a.log_prob(x[:2]), b.log_prob(x[:2]))  # the label matters
+    assert cvae.sample(4, y=torch.tensor([0, 1, 2, 0])).shape == (4, 16)
     with pytest.raises(ProbgenError, match="levels"):
         PixelDecoder((2, 2), 1, num_levels=3)(torch.zeros(1, 1)).log_prob(torch.full((1, 4), 5))

@@ -85,12 +85,10 @@ def _given(node: str) -> NeuralCPD:
 
 
 def _image_shape(data_shape: tuple[int, ...]) -> tuple[int, int]:
-    if len(data_shape) == 2:
-        return data_shape[0], data_shape[1]
     side = math.isqrt(data_shape[0]) if len(data_shape) == 1 else 0
-    if side * side != data_shape[0] or len(data_shape) != 1:
-        raise ProbgenError(f"data_shape: likelihood 'pixelcnn' needs (H, W) or a flat square "
-                           f"image (H*W,), got {data_shape}")
+    if len(data_shape) != 1 or side * side != data_shape[0]:
+        raise ProbgenError(f"data_shape: likelihood 'pixelcnn' models flat square images "
+                           f"(H*W,) of integer levels, got {data_shape}")
     return side, side
 
 
@@ -103,8 +101,7 @@ class VAE(nn.Module):
         likelihood: the decoder's reconstruction distribution (``"categorical"``,
             ``"bernoulli"``, ``"bce"``, ``"gaussian"``, ``"mse"``, ``"l1"``), or
             ``"pixelcnn"``: integer levels modelled autoregressively given ``z``
-            (:class:`~probgen.models.pixel_decoder.PixelDecoder`, images ``(H, W)`` or
-            flat square ones).
+            (:class:`~probgen.models.pixel_decoder.PixelDecoder`; flat square images).
         num_levels: levels of integer data (17 for digits).
         arch: ``"mlp"`` or ``"conv"`` for encoder and decoder.
         hidden: hidden widths (MLP) or base width (conv).
