@@ -123,6 +123,34 @@ def test_likelihood_is_exact_and_rejects_latents():
         Likelihood().loss(vae.model, None, _data())
 
 
+def test_elbo_equals_pyro_with_masks_scales_and_event_dims():
+    """Event-dim sites under a mask, a scale and a subsampling plate score as in Pyro."""
+    import pyro.poutine as poutine
+
+    x = _data(10)[:, :2]
+    keep = torch.tensor([True, False] * 5)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], subsample_size=6) as idx:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([6, 2]).to_event(1))
+            with poutine.mask(mask=keep[idx]), poutine.scale(scale=0.5):
+                pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x[idx])
+            with poutine.scale(scale=torch.linspace(0.5, 2.0, 6)):
+                pyro.sample("w", dist.Normal(z.sum(-1, keepdim=True), 2.0).to_event(1),
+                            obs=x[idx][:, :1])
+
+    def guide(x):
+        loc = pyro.param("loc", torch.full((10, 2), 0.3))
+        with pyro.plate("data", x.shape[0], subsample_size=6) as idx:
+            pyro.sample("z", dist.Normal(loc[idx], 0.7).to_event(1))
+
+    torch.manual_seed(3)
+    ours = ELBO().loss(model, guide, x)
+    torch.manual_seed(3)
+    ref = pyro.infer.Trace_ELBO().differentiable_loss(model, guide, x)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
 def test_non_reparameterised_guide_delegates_to_pyro():
     def model(x):
         p = pyro.param("p", torch.tensor(0.3), constraint=dist.constraints.unit_interval)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pyro.distributions import Independent
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
@@ -91,7 +92,11 @@ class SiteRecorder(Messenger):
                     self.plate_nesting = -f.dim
         if self.keep_fns:
             self.fns[name] = (fn, msg["scale"], msg["mask"], msg["cond_indep_stack"])
-        lp = fn.log_prob(msg["value"])
+        if (type(fn) is Independent and self.per_example is None and msg["mask"] is None
+                and isinstance(msg["scale"], float)):  # all summed below: skip the event sum
+            lp = fn.base_dist.log_prob(msg["value"])
+        else:
+            lp = fn.log_prob(msg["value"])
         mask = msg["mask"]
         if mask is not None:
             lp = torch.where(mask, lp, lp.new_zeros(()))
@@ -99,10 +104,12 @@ class SiteRecorder(Messenger):
         if not (isinstance(scale, float) and scale == 1.0):
             lp = lp * scale
         lp = self._reduce(lp, msg) if self.per_example is not None else lp.sum()
-        if observed:
-            self.observed_log_prob = self.observed_log_prob + lp
+        if observed:  # the first term is stored as is: no "0.0 + lp" node in the graph
+            old = self.observed_log_prob
+            self.observed_log_prob = lp if isinstance(old, float) and old == 0.0 else old + lp
         else:
-            self.latent_log_prob = self.latent_log_prob + lp
+            old = self.latent_log_prob
+            self.latent_log_prob = lp if isinstance(old, float) and old == 0.0 else old + lp
 
     def _reduce(self, lp: torch.Tensor, msg: dict) -> torch.Tensor:
         for frame in msg["cond_indep_stack"]:
