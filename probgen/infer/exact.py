@@ -27,7 +27,7 @@ Examples:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ import torch
 from probgen.errors import CPDError, EvidenceError, QueryTooLargeError
 from probgen.graph.bayesnet import BayesNet
 from probgen.graph.cpd import TabularCPD
+from probgen.infer.elimination import elimination_order, greedy_order
 
 __all__ = ["query", "query_batch", "map_query", "log_prob", "DEFAULT_MAX_BYTES"]
 
@@ -89,7 +90,7 @@ def _compile(bn: BayesNet) -> _Compiled:
         for p in bn.graph.predecessors(n):
             acc |= ancestors[p]
         ancestors[n] = frozenset(acc)
-    rank = {v: i for i, v in enumerate(_greedy_order([f[1] for f in factors.values()], card)[0])}
+    rank = {v: i for i, v in enumerate(greedy_order([f[1] for f in factors.values()], card)[0])}
     descendants: dict[str, frozenset[str]] = {}
     for n in reversed(order):
         acc = {n}
@@ -105,74 +106,6 @@ def _compile(bn: BayesNet) -> _Compiled:
                          descendants, sums)
     bn._exact_cache = compiled  # type: ignore[attr-defined]
     return compiled
-
-
-def _greedy_order(
-    scopes: Iterable[Sequence[str]],
-    card: Mapping[str, int],
-    keep: Iterable[str] = (),
-    criterion: str = "weight",
-) -> tuple[list[str], float]:
-    """Greedy elimination order of the variables not in ``keep`` on the interaction graph.
-
-    ``criterion="weight"`` eliminates first the variable whose new table is smallest
-    (min-weight); ``"fill"`` the one adding the fewest new edges (min-fill, ties by weight).
-    Returns the order and the log of the largest table it builds.
-    """
-    nbrs: dict[str, set[str]] = {}
-    for scope in scopes:
-        for v in scope:
-            nbrs.setdefault(v, set()).update(u for u in scope if u != v)
-    log_card = {v: math.log(card[v]) for v in nbrs}
-
-    def weight(v: str) -> float:
-        return log_card[v] + sum(log_card[u] for u in nbrs[v])
-
-    def fill(v: str) -> int:
-        ns = list(nbrs[v])
-        return sum(1 for i, a in enumerate(ns) for b in ns[i + 1:] if b not in nbrs[a])
-
-    def cost(v: str) -> tuple:
-        return (fill(v), weight(v)) if criterion == "fill" else (weight(v),)
-
-    keep = set(keep)
-    remaining = {v for v in nbrs if v not in keep}
-    costs = {v: cost(v) for v in remaining}
-    order: list[str] = []
-    largest = 0.0
-    while remaining:
-        v = min(remaining, key=lambda u: (costs[u], u))
-        largest = max(largest, weight(v))
-        order.append(v)
-        remaining.discard(v)
-        ns = nbrs.pop(v)
-        for u in ns:
-            nbrs[u].discard(v)
-            nbrs[u].update(w for w in ns if w != u)
-        touched = set(ns)
-        if criterion == "fill":  # fill counts change two steps away
-            for u in ns:
-                touched |= nbrs[u]
-        for u in touched:
-            if u in remaining:
-                costs[u] = cost(u)
-    return order, largest
-
-
-#: Above this many table entries (log), the min-fill order is tried beside min-weight.
-_TRY_MIN_FILL_ABOVE = math.log(2**22)
-
-
-def _elimination_order(
-    scopes: list[Sequence[str]], card: Mapping[str, int], keep: Iterable[str] = ()
-) -> list[str]:
-    """Min-weight order; for hard queries, min-fill instead when it builds smaller tables."""
-    order, largest = _greedy_order(scopes, card, keep, "weight")
-    if largest > _TRY_MIN_FILL_ABOVE:
-        other, other_largest = _greedy_order(scopes, card, keep, "fill")
-        if other_largest < largest:
-            return other
-    return order
 
 
 # --- input checks ---------------------------------------------------------------------
@@ -244,7 +177,7 @@ def _eliminate(
         for v in f[1]:
             bucket.setdefault(v, []).append(i)
     next_id = len(factors)
-    for v in _elimination_order([f[1] for f in factors], card, keep):
+    for v in elimination_order([f[1] for f in factors], card, keep):
         ids = [i for i in bucket[v] if i in live]
         if not ids:
             continue
