@@ -101,7 +101,8 @@ class PixelDecoderDistribution(TorchDistribution):
     """``prod_d Categorical(x_d | net(x_<d, cond))`` over ``D = H * W`` integer pixels.
 
     Args:
-        net: a conditional :class:`~probgen.nn.pixelcnn.GatedPixelCNN`.
+        net: a conditional net, :class:`LocalPixelNet` or
+            :class:`~probgen.nn.pixelcnn.GatedPixelCNN` with ``cond_channels > 0``.
         cond: its conditioning maps, shape ``(*batch_shape, C, H, W)``.
 
     Examples:
@@ -116,7 +117,7 @@ class PixelDecoderDistribution(TorchDistribution):
     arg_constraints: dict = {}
     has_rsample = False
 
-    def __init__(self, net: GatedPixelCNN, cond: Tensor, validate_args: bool | None = None):
+    def __init__(self, net: nn.Module, cond: Tensor, validate_args: bool | None = None):
         self.net, self.cond = net, cond
         self.num_levels, self.dims = net.num_levels, net.dims
         super().__init__(cond.shape[:-3], torch.Size([self.dims]), validate_args=False)
@@ -138,7 +139,9 @@ class PixelDecoderDistribution(TorchDistribution):
 
     def logits(self, value: Tensor) -> Tensor:
         """``(..., D, K)`` logits of every pixel given the pixels before it (teacher forcing)."""
-        x = check_levels(value, self.num_levels, self.dims)
+        return self._logits(check_levels(value, self.num_levels, self.dims))
+
+    def _logits(self, x: Tensor) -> Tensor:
         batch = torch.broadcast_shapes(x.shape[:-1], self.batch_shape)
         flat = x.expand(*batch, self.dims).reshape(-1, self.dims)
         out = self.net(F.one_hot(flat, self.num_levels).float(), self._flat_cond(batch))
@@ -146,7 +149,7 @@ class PixelDecoderDistribution(TorchDistribution):
 
     def log_prob(self, value: Tensor) -> Tensor:
         x = check_levels(value, self.num_levels, self.dims)
-        logp = torch.log_softmax(self.logits(x), -1)
+        logp = torch.log_softmax(self._logits(x), -1)
         x = x.expand(*logp.shape[:-1])
         return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)
 

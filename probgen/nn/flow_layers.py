@@ -46,6 +46,26 @@ def _real(event_dim: int) -> constraints.Constraint:
     return constraints.independent(constraints.real, event_dim)
 
 
+class _AlongDim:
+    """Mixin of transforms acting along a negative ``dim``: real vectors over the last
+    ``-dim`` dimensions in and out."""
+
+    dim: int
+
+    def _set_dim(self, dim: int) -> None:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim >= 0:
+            raise ValueError(f"dim must be a negative int, got {dim!r}")
+        self.dim = dim
+
+    @constraints.dependent_property(is_discrete=False)
+    def domain(self) -> constraints.Constraint:
+        return _real(-self.dim)
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:
+        return _real(-self.dim)
+
+
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -197,7 +217,7 @@ class InvertibleConv1x1(TransformModule):
         return ld.expand(z.shape[:-3])
 
 
-class Permutation(TransformModule):
+class Permutation(_AlongDim, TransformModule):
     """A fixed permutation along ``dim``, stored as a buffer.
 
     Examples:
@@ -214,19 +234,9 @@ class Permutation(TransformModule):
         n = permutation.numel()
         if permutation.dim() != 1 or not torch.equal(permutation.sort().values, torch.arange(n)):
             raise ValueError("permutation must be a 1-D permutation of 0..n-1")
-        if not isinstance(dim, int) or dim >= 0:
-            raise ValueError(f"dim must be a negative int, got {dim!r}")
-        self.dim = dim
+        self._set_dim(dim)
         self.register_buffer("permutation", permutation)
         self.register_buffer("inverse_permutation", permutation.argsort())
-
-    @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:
-        return _real(-self.dim)
-
-    @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:
-        return _real(-self.dim)
 
     def _call(self, x: Tensor) -> Tensor:
         return x.index_select(self.dim, self.permutation)

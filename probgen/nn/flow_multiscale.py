@@ -23,11 +23,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
 
-from probgen.nn.flow_layers import _check_positive, _real
+from probgen.nn.flow_layers import _AlongDim, _check_positive, _real
 
 __all__ = ["Squeeze", "Unsqueeze", "FactorOut", "ConvCouplingNet"]
 
@@ -122,7 +121,7 @@ class Unsqueeze(Squeeze):
         return self._squeeze_shape(shape)
 
 
-class FactorOut(TransformModule):
+class FactorOut(_AlongDim, TransformModule):
     """Multi-scale factor-out: ``inner`` transforms the first ``keep`` slices along ``dim``;
     the rest pass through unchanged.
 
@@ -149,24 +148,14 @@ class FactorOut(TransformModule):
     def __init__(self, inner: TransformModule, keep: int, dim: int = -3) -> None:
         super().__init__(cache_size=1)
         _check_positive("keep", keep)
-        if not isinstance(dim, int) or dim >= 0:
-            raise ValueError(f"dim must be a negative int, got {dim!r}")
+        self._set_dim(dim)
         if inner.domain.event_dim > -dim:
             raise ValueError(
                 f"inner: event dim {inner.domain.event_dim} exceeds the split's event dim {-dim}"
             )
         self.inner = inner
         self.keep = keep
-        self.dim = dim
         self._parts: tuple[Tensor, Tensor, Tensor] | None = None  # (z, z1, x1)
-
-    @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:
-        return _real(-self.dim)
-
-    @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:
-        return _real(-self.dim)
 
     def clear_cache(self) -> None:
         """Forget the parts of the last call (see :func:`clear_transform_caches`)."""
