@@ -33,7 +33,7 @@ import time
 import torch
 
 from probgen.data.text import default_corpus
-from probgen.models.gpt import GPT, GPTConfig
+from probgen.models.arm.gpt import GPT, GPTConfig
 from probgen.nn.tokenizers import CharTokenizer
 
 

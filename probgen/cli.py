@@ -27,10 +27,10 @@ __all__ = ["main", "FAMILIES"]
 
 #: family -> (module, train function, run loader)
 FAMILIES: dict[str, tuple[str, str, str]] = {
-    "vae": ("probgen.models.vae", "train_vae", "load_vae_run"),
-    "arm": ("probgen.models.arm", "train_arm", "load_arm_run"),
-    "flow": ("probgen.models.flow_train", "train_flow", "load_flow_run"),
-    "gpt": ("probgen.models.gpt_train", "train_gpt", "load_gpt_run"),
+    "vae": ("probgen.models.vae.vae", "train_vae", "load_vae_run"),
+    "arm": ("probgen.models.arm.arm", "train_arm", "load_arm_run"),
+    "flow": ("probgen.models.flows.train", "train_flow", "load_flow_run"),
+    "gpt": ("probgen.models.arm.gpt_train", "train_gpt", "load_gpt_run"),
 }
 
 
@@ -70,7 +70,7 @@ def _print_metrics(metrics: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     fast = args.fast or os.environ.get("PROBGEN_FAST") == "1"
     if args.family == "gpt":
-        from probgen.models.gpt_train import train_gpt
+        from probgen.models.arm.gpt_train import train_gpt
 
         kwargs: dict[str, Any] = {"path": args.text, "out_dir": args.out, "seed": args.seed}
         if args.steps is not None:
@@ -106,7 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from probgen.models.gpt_train import generate_text
+    from probgen.models.arm.gpt_train import generate_text
 
     print(
         generate_text(

@@ -12,7 +12,14 @@ from probgen.errors import ProbgenError
 from probgen.infer.fit import fit
 from probgen.infer.likelihood import exact_nll
 from probgen.infer.objectives import Likelihood
-from probgen.models.arm import ARM, ARMDistribution, build_net, chain_graph, load_arm_run, train_arm
+from probgen.models.arm.arm import (
+    ARM,
+    ARMDistribution,
+    build_net,
+    chain_graph,
+    load_arm_run,
+    train_arm,
+)
 from probgen.nn.causal_conv import CausalConvNet
 from probgen.nn.made import MADE
 from probgen.nn.pixelcnn import GatedPixelCNN

@@ -10,8 +10,8 @@ import pyro
 import pytest
 import torch
 
-from probgen.models.cnf import CNF, CNFTransform
-from probgen.models.flows import flow_model
+from probgen.models.flows.cnf import CNF, CNFTransform
+from probgen.models.flows.flows import flow_model
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.3) -> None:

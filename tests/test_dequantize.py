@@ -12,7 +12,7 @@ import pyro
 import pytest
 import torch
 
-from probgen.models.dequantize import (
+from probgen.models.flows.dequantize import (
     DiscreteNLL,
     UniformDequantization,
     VariationalDequantization,
@@ -20,7 +20,7 @@ from probgen.models.dequantize import (
     discrete_nll,
     log_likelihood_bound,
 )
-from probgen.models.flows import Flow, realnvp
+from probgen.models.flows.flows import Flow, realnvp
 from probgen.nn.flow_layers import ActNorm
 
 L = 4  # levels

@@ -10,7 +10,7 @@ import torch
 
 from probgen.data.densities import load_density
 from probgen.infer import runs
-from probgen.models.flow_train import (
+from probgen.models.flows.train import (
     DEFAULTS,
     FlowRun,
     _FlowProgram,

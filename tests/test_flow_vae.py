@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from probgen.infer.objectives import ELBO
-from probgen.models.flow_vae import FlowVAE, compare_vae_guides, elbo_gain
+from probgen.models.flows.flow_vae import FlowVAE, compare_vae_guides, elbo_gain
 
 
 def _randomise(module: torch.nn.Module) -> None:

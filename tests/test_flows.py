@@ -19,8 +19,8 @@ from pyro.distributions.conditional import ConditionalTransform
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from probgen.models.cnf import CNF, CNFTransform
-from probgen.models.flows import (
+from probgen.models.flows.cnf import CNF, CNFTransform
+from probgen.models.flows.flows import (
     NON_INVERTIBLE,
     ConditionalSplineCoupling,
     Flow,
@@ -310,7 +310,9 @@ def test_bad_input_names_the_argument(call, arg):
 
 
 def test_pictures_are_written_as_png(tmp_path):
-    from probgen.models.flow_plots import plot_density_2d, plot_samples_grid, plot_warp
+    from probgen.metrics.grids import save_grid
+    from probgen.metrics.plots import plot_density_2d
+    from probgen.models.flows.plots import plot_warp
 
     torch.manual_seed(0)
     flow2d = realnvp(2, 2, (8,))
@@ -319,7 +321,7 @@ def test_pictures_are_written_as_png(tmp_path):
         plot_warp(flow2d, tmp_path / "warp.png", lines=5),
         plot_warp(realnvp(2, 2, (8,), context_dim=2), tmp_path / "warp_c.png", lines=5,
                   context=torch.zeros(2)),
-        plot_samples_grid(glow((1, 8, 8), 2, 1, 8).sample((9,)), tmp_path / "grid.png"),
+        save_grid(glow((1, 8, 8), 2, 1, 8).sample((9,)).clamp(0, 1), tmp_path / "grid.png"),
     ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from probgen.models.gpt import (
+from probgen.models.arm.gpt import (
     GPT,
     IGNORE_INDEX,
     GPTConfig,
@@ -21,8 +21,8 @@ from probgen.models.gpt import (
     filter_top_k,
     filter_top_p,
 )
-from probgen.models.gpt_pretrained import load_gpt2, save_gpt2, to_gpt2_state_dict
-from probgen.models.gpt_train import generate_text, load_gpt_run, train_gpt
+from probgen.models.arm.gpt_train import generate_text, load_gpt_run, train_gpt
+from probgen.models.arm.pretrained import load_gpt2, save_gpt2, to_gpt2_state_dict
 from probgen.nn.transformer import KVCache
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probgen.models.gpt import GPT, IGNORE_INDEX, GPTConfig
-from probgen.models.instruct import (
+from probgen.models.arm.gpt import GPT, IGNORE_INDEX, GPTConfig
+from probgen.models.arm.instruct import (
     ALPACA_PROMPT,
     InstructExample,
     collate,

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from probgen.errors import ProbgenError
 from probgen.infer.fit import fit
 from probgen.infer.objectives import ELBO
-from probgen.models.pixel_decoder import LocalPixelNet, PixelDecoder, PixelDecoderDistribution
-from probgen.models.vae import VAE, evaluate_vae
+from probgen.models.vae.pixel_decoder import LocalPixelNet, PixelDecoder, PixelDecoderDistribution
+from probgen.models.vae.vae import VAE, evaluate_vae
 from probgen.nn.pixelcnn import GatedPixelCNN
 
 

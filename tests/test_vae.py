@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from probgen.infer.fit import fit
 from probgen.infer.objectives import ELBO, IWAE
-from probgen.models.priors import MixturePrior, StandardPrior, VampPrior
-from probgen.models.vae import VAE, evaluate_vae, load_vae_run, train_vae
-from probgen.models.vae_nets import LIKELIHOODS, Decoder, Encoder
+from probgen.models.vae.nets import LIKELIHOODS, Decoder, Encoder
+from probgen.models.vae.priors import MixturePrior, StandardPrior, VampPrior
+from probgen.models.vae.vae import VAE, evaluate_vae, load_vae_run, train_vae
 
 
 def _levels(n=12, seed=0):
@@ -180,7 +180,7 @@ def test_default_training_reaches_the_bar(tmp_path):
 
 def test_refined_guide_tightens_the_bound_and_leaves_the_model_alone():
     from probgen.infer.likelihood import elbo_nll
-    from probgen.models.vae import refine_guide
+    from probgen.models.vae.vae import refine_guide
 
     vae = VAE((64,), 2, hidden=(16,), num_levels=17).eval()
     x = _levels(20)

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probgen.models.arm import ARM, build_net
-from probgen.models.vq_prior import (
+from probgen.models.arm.arm import ARM, build_net
+from probgen.models.vae.vq_prior import (
     code_grid,
     fit_code_prior,
     nll_bound,
@@ -19,7 +19,7 @@ from probgen.models.vq_prior import (
     sample_with_prior,
     train_vqvae_with_prior,
 )
-from probgen.models.vqvae import VQVAE
+from probgen.models.vae.vqvae import VQVAE
 
 
 def _tiny(num_codes: int = 3) -> tuple[VQVAE, ARM, torch.Tensor]:

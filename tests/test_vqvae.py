@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from probgen.data.digits import load_digits
 from probgen.infer.fit import fit
 from probgen.infer.objectives import ELBO
-from probgen.models.vqvae import VQVAE, VectorQuantizer
+from probgen.models.vae.vqvae import VQVAE, VectorQuantizer
 
 
 def test_nearest_code_matches_brute_force():

@@ -76,7 +76,7 @@ def clear_transform_caches(module: nn.Module) -> None:
 
     Pyro transforms cache their last input/output by tensor identity; scoring the *same*
     data tensor again after an optimiser step would return the stale result (and an already
-    freed graph). :class:`~probgen.models.flows.Flow` calls this each time it builds its
+    freed graph). :class:`~probgen.models.flows.flows.Flow` calls this each time it builds its
     distribution.
 
     Examples:

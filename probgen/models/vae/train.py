@@ -3,7 +3,7 @@
 
 :func:`train_vae` trains the default model on digits and writes a run folder (the hook of
 ``probgen train vae``); :func:`load_vae_run` reads it back (``probgen sample`` / ``eval``).
-Everything here is re-exported by :mod:`probgen.models.vae`.
+Everything here is re-exported by :mod:`probgen.models.vae.vae`.
 
 Examples:
     >>> DEFAULTS["likelihood"], DEFAULTS["refine_steps"]
@@ -26,13 +26,13 @@ from probgen.errors import ProbgenError
 from probgen.infer.objectives import ELBO
 
 if TYPE_CHECKING:
-    from probgen.models.vae import VAE
+    from probgen.models.vae.vae import VAE
 
 __all__ = ["DEFAULTS", "LocalGuide", "refine_guide", "evaluate_vae", "train_vae", "VAERun",
            "load_vae_run"]
 
 #: Defaults of :func:`train_vae` on digits (figures in its docstring); ``pixelcnn`` holds
-#: :class:`~probgen.models.pixel_decoder.PixelDecoder` settings (None: its defaults).
+#: :class:`~probgen.models.vae.pixel_decoder.PixelDecoder` settings (None: its defaults).
 DEFAULTS: dict[str, Any] = {
     "latent_dim": 16, "hidden": (256, 256), "prior": "standard", "num_components": 100,
     "likelihood": "pixelcnn", "dropout": 0.0, "objective": "elbo", "num_samples": 1,
@@ -72,7 +72,7 @@ def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
     """Fit a :class:`LocalGuide` to ``x`` by maximising the ELBO, the VAE held fixed.
 
     Examples:
-        >>> from probgen.models.vae import VAE
+        >>> from probgen.models.vae.vae import VAE
         >>> vae = VAE((64,), 2, hidden=(16,)).eval()
         >>> g = refine_guide(vae, torch.randint(0, 17, (4, 64)), steps=2)
         >>> g.loc.shape
@@ -110,7 +110,7 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
     (:func:`refine_guide`); the model is unchanged and ``nll_kind`` says so.
 
     Examples:
-        >>> from probgen.models.vae import VAE
+        >>> from probgen.models.vae.vae import VAE
         >>> vae = VAE((64,), 2, hidden=(16,))
         >>> m = evaluate_vae(vae, torch.randint(0, 17, (8, 64)), num_samples=5)
         >>> m["nll_kind"], m["test_nll"] <= m["test_neg_elbo"] + 1.0
@@ -159,7 +159,7 @@ def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | 
     (``refine_steps``, see :func:`refine_guide`): the model is unchanged, the bounds are
     tighter (``nll_kind`` says so; ``refine_steps=0`` scores with the encoder itself).
     The default decoder is autoregressive (``likelihood="pixelcnn"``: each pixel also sees
-    the two pixels to its left, see :mod:`probgen.models.pixel_decoder`). Measured on 2
+    the two pixels to its left, see :mod:`probgen.models.vae.pixel_decoder`). Measured on 2
     shared CPU cores (about 30 s of training, 1.5 min in all): test NLL 86.4 nats
     (IWAE-1000), -ELBO 87.0, KL 6.4 nats (seed 1: 86.8 / 87.4 / 5.7). The factorised
     categorical decoder (``likelihood="categorical"``) gives 94.5 / 95.2 at a KL of 6.1, so
@@ -175,7 +175,7 @@ def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | 
     from probgen.infer import runs
     from probgen.infer.fit import fit
     from probgen.metrics.grids import save_grid
-    from probgen.models.vae import VAE
+    from probgen.models.vae.vae import VAE
 
     if data != "digits":
         raise ProbgenError(f"data: train_vae supports 'digits', got {data!r}")
@@ -275,7 +275,7 @@ def load_vae_run(run_dir: str | Path) -> VAERun:
         torch.Size([2, 64])
     """
     from probgen.infer import runs
-    from probgen.models.vae import VAE
+    from probgen.models.vae.vae import VAE
 
     d = runs.require_files(run_dir, ("vae.json", "weights.safetensors"), "VAE")
     cfg = runs.read_json(d / "vae.json")

@@ -16,7 +16,7 @@ the paper's appendix) or by the codebook loss ``||sg(z_e) - e||^2``; the commitm
 
 The model's own code prior is uniform, so :meth:`VQVAE.sample` gives poor samples. The
 learned prior — a gated PixelCNN (the ARM family) fitted to ``encode_indices(x)`` — lives in
-:mod:`probgen.models.vq_prior` (``fit_code_prior``, ``sample_with_prior``, ``nll_bound``).
+:mod:`probgen.models.vae.vq_prior` (``fit_code_prior``, ``sample_with_prior``, ``nll_bound``).
 
 Examples:
     >>> import pyro
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probgen.errors import ProbgenError
-from probgen.models.vae_nets import likelihood_dist, to_unit
+from probgen.models.vae.nets import likelihood_dist, to_unit
 
 __all__ = ["VectorQuantizer", "VQVAE"]
 
@@ -264,7 +264,7 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """Mean images of ``n`` code grids from the uniform code prior (for the learned prior
-        see :func:`probgen.models.vq_prior.sample_with_prior`)."""
+        see :func:`probgen.models.vae.vq_prior.sample_with_prior`)."""
         return self.decode_indices(self._code_prior(n).sample())
 
     def codebook_usage(self, x: torch.Tensor) -> float:

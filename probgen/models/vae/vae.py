@@ -3,9 +3,9 @@
 A :class:`VAE` builds
 
 - the generative graph (``graphs/vae.yaml``): ``z ~ p(z)`` (a prior module from
-  :mod:`probgen.models.priors`), ``x ~ p(x | z)`` (a decoder from
-  :mod:`probgen.models.vae_nets`, or the autoregressive one of
-  :mod:`probgen.models.pixel_decoder`); a conditional VAE adds a label ``y`` as an observed
+  :mod:`probgen.models.vae.priors`), ``x ~ p(x | z)`` (a decoder from
+  :mod:`probgen.models.vae.nets`, or the autoregressive one of
+  :mod:`probgen.models.vae.pixel_decoder`); a conditional VAE adds a label ``y`` as an observed
   parent of ``x`` (an input: given, not modelled);
 - the inference graph ``x -> z`` (and ``y -> z``) whose CPD is the encoder ``q(z | x)``,
 
@@ -39,10 +39,10 @@ from torch import nn
 from probgen.errors import ProbgenError
 from probgen.graph import BayesNet, NeuralCPD
 from probgen.infer.objectives import ELBO, IWAE, Objective
-from probgen.models.pixel_decoder import PixelDecoder
-from probgen.models.priors import make_prior
-from probgen.models.vae_nets import LIKELIHOODS, Decoder, Encoder
-from probgen.models.vae_train import (
+from probgen.models.vae.nets import LIKELIHOODS, Decoder, Encoder
+from probgen.models.vae.pixel_decoder import PixelDecoder
+from probgen.models.vae.priors import make_prior
+from probgen.models.vae.train import (
     DEFAULTS,
     LocalGuide,
     VAERun,
@@ -101,7 +101,7 @@ class VAE(nn.Module):
         likelihood: the decoder's reconstruction distribution (``"categorical"``,
             ``"bernoulli"``, ``"bce"``, ``"gaussian"``, ``"mse"``, ``"l1"``), or
             ``"pixelcnn"``: integer levels modelled autoregressively given ``z``
-            (:class:`~probgen.models.pixel_decoder.PixelDecoder`; flat square images).
+            (:class:`~probgen.models.vae.pixel_decoder.PixelDecoder`; flat square images).
         num_levels: levels of integer data (17 for digits).
         arch: ``"mlp"`` or ``"conv"`` for encoder and decoder.
         hidden: hidden widths (MLP) or base width (conv).

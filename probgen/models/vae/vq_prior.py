@@ -1,12 +1,12 @@
 """A learned prior over VQ-VAE codes: an ARM (PixelCNN) fitted to the code grids of the data.
 
-A VQ-VAE (:class:`~probgen.models.vqvae.VQVAE`) trains with a *uniform* prior over its code
+A VQ-VAE (:class:`~probgen.models.vae.vqvae.VQVAE`) trains with a *uniform* prior over its code
 grid ``z`` ``(h, w)`` of ``K`` codes; sampling that prior gives noise. Stage two of
 van den Oord et al. (2017, sec. 3.2) fits an autoregressive model to the codes of the
 training images, ``z(x) = encode_indices(x)``, and samples images ancestrally:
 ``z ~ p_prior(z)`` (``h w`` network passes), then the decoder's mean ``E[x | e[z]]``.
 
-The prior is an :class:`~probgen.models.arm.ARM` with ``num_levels = K`` over the flattened
+The prior is an :class:`~probgen.models.arm.arm.ARM` with ``num_levels = K`` over the flattened
 grid (raster order), trained through :func:`~probgen.infer.fit.fit` with the likelihood
 objective like every ARM.
 
@@ -46,8 +46,8 @@ import torch
 from torch import Tensor
 
 from probgen.errors import ProbgenError
-from probgen.models.arm import ARM, build_net
-from probgen.models.vqvae import VQVAE
+from probgen.models.arm.arm import ARM, build_net
+from probgen.models.vae.vqvae import VQVAE
 
 __all__ = ["PRIOR_DEFAULTS", "VQVAE_RECIPE", "code_grid", "fit_code_prior", "sample_codes",
            "sample_with_prior", "nll_bound", "train_vqvae_with_prior"]
@@ -108,7 +108,7 @@ def fit_code_prior(vqvae: VQVAE, x_train: Tensor, x_val: Tensor | None = None,
         x_train: training images.
         x_val: validation images; with them training stops early on the validation NLL
             of the codes and keeps the best (EMA) weights.
-        net: the causal network, as :func:`~probgen.models.arm.build_net` names it.
+        net: the causal network, as :func:`~probgen.models.arm.arm.build_net` names it.
         steps: optimisation steps of :func:`~probgen.infer.fit.fit`.
         seed: the random seed.
         progress: show a progress bar.

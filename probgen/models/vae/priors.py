@@ -9,7 +9,7 @@ A prior is the CPD of the root node ``z`` of the generative graph, so it is a
   (2018): ``p(z) = 1/K sum_k q(z | u_k)`` with K learnable pseudo-inputs ``u_k`` that go
   through the VAE's own encoder. It ties the prior to the aggregate posterior.
 
-A flow prior is a transform of :class:`StandardPrior` (see ``probgen.models.flows``).
+A flow prior is a transform of :class:`StandardPrior` (see ``probgen.models.flows.flows``).
 
 Examples:
     >>> p = MixturePrior(latent_dim=2, num_components=3)
@@ -92,7 +92,7 @@ class VampPrior(nn.Module):
     Pseudo-inputs live in [0, 1] (a sigmoid of free parameters), the encoder's input scale.
 
     Examples:
-        >>> from probgen.models.vae_nets import Encoder
+        >>> from probgen.models.vae.nets import Encoder
         >>> enc = Encoder((4,), 2, hidden=(8,))
         >>> VampPrior(enc, (4,), 5)().log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])

@@ -1,6 +1,6 @@
 """Train a GPT on text and use the result: a plain loop, a run folder, text generation.
 
-:func:`train_gpt` fits a :class:`~probgen.models.gpt.GPT` to a corpus (the embedded default
+:func:`train_gpt` fits a :class:`~probgen.models.arm.gpt.GPT` to a corpus (the embedded default
 of :mod:`probgen.data.text`, a user's file, or a string) by maximum likelihood with AdamW,
 reporting the validation negative log-likelihood in nats per token and bits per token.
 With ``out_dir`` it writes one run folder::
@@ -15,7 +15,7 @@ With ``out_dir`` it writes one run folder::
 the hooks of the ``probgen`` command line.
 
 Examples:
-    >>> from probgen.models.gpt_train import train_gpt, generate_text
+    >>> from probgen.models.arm.gpt_train import train_gpt, generate_text
     >>> run = train_gpt(text="abcabcabc " * 50, steps=30, block_size=16, n_layer=1,
     ...                 n_head=2, n_embd=32, batch_size=8, progress=False)
     >>> run.history[-1]["val_nll"] < run.history[0]["val_nll"]
@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from probgen.data.text import load_text, sample_batch, split_tokens
-from probgen.models.gpt import GPT, GPTConfig
+from probgen.models.arm.gpt import GPT, GPTConfig
 from probgen.nn.tokenizers import EOS, Tokenizer, get_tokenizer, load_tokenizer
 
 __all__ = ["GPTRun", "train_gpt", "evaluate_gpt", "save_gpt_run", "load_gpt_run",

@@ -5,13 +5,13 @@ An example (instruction, optional input, output) becomes one sequence::
     <prompt: template + instruction (+ input) + "### Response:\\n"> <output> <|endoftext|>
 
 and the model is trained on the log-likelihood of the *response only*: prompt positions
-and padding get the target :data:`~probgen.models.gpt.IGNORE_INDEX`, so they add nothing
+and padding get the target :data:`~probgen.models.arm.gpt.IGNORE_INDEX`, so they add nothing
 to the loss, while the closing end-of-text token is a target, so the model learns to stop.
 Batches are right-padded (with the EOS id unless told otherwise); a causal model never
 looks right, so padding needs no attention mask.
 
 Examples:
-    >>> from probgen.models.instruct import InstructExample, encode_example, format_prompt
+    >>> from probgen.models.arm.instruct import InstructExample, encode_example, format_prompt
     >>> from probgen.nn.tokenizers import CharTokenizer
     >>> ex = InstructExample("Reverse the word.", "cat", "tac")
     >>> print(format_prompt(ex))  # doctest: +NORMALIZE_WHITESPACE
@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from probgen.models.gpt import GPT, IGNORE_INDEX
+from probgen.models.arm.gpt import GPT, IGNORE_INDEX
 from probgen.nn.tokenizers import Tokenizer
 
 __all__ = [
@@ -114,7 +114,7 @@ def collate(
     in ``x`` and IGNORE_INDEX in ``y``.
 
     Examples:
-        >>> from probgen.models.instruct import collate
+        >>> from probgen.models.arm.instruct import collate
         >>> x, y = collate([([5, 6, 7], [-100, 6, 7]), ([5, 8], [-100, 8])], pad_id=0)
         >>> x.tolist(), y.tolist()
         ([[5, 6], [5, 0]], [[6, 7], [8, -100]])
@@ -220,7 +220,7 @@ def toy_instructions(n: int = 200, seed: int = 0) -> list[InstructExample]:
     """Synthetic instruction data, made offline: four word tasks on twenty short words.
 
     Examples:
-        >>> from probgen.models.instruct import toy_instructions
+        >>> from probgen.models.arm.instruct import toy_instructions
         >>> toy_instructions(1, seed=3)[0].instruction in {
         ...     "Reverse the word.", "Write the word in capital letters.",
         ...     "Repeat the word twice.", "How many letters does the word have?"}

@@ -2,8 +2,8 @@
 
 The hook of ``probgen train flow --data digits|swissroll|moons|8gaussians|checkerboard|rings``.
 There is no flow-specific loop: the flow becomes a Pyro model whose log joint is the
-log-likelihood (:func:`~probgen.models.flows.flow_model`) or, for discrete digits, the
-dequantization bound (:func:`~probgen.models.dequantize.dequantized_model`), and ``fit``
+log-likelihood (:func:`~probgen.models.flows.flows.flow_model`) or, for discrete digits, the
+dequantization bound (:func:`~probgen.models.flows.dequantize.dequantized_model`), and ``fit``
 minimises it with the ``"likelihood"`` objective, stopping early on the validation loss.
 
 The default model (:func:`coupling_flow`) stacks ``num_layers`` x (actnorm, a fixed
@@ -40,13 +40,13 @@ import torch
 from torch import Tensor, nn
 
 from probgen.errors import ProbgenError
-from probgen.models.dequantize import (
+from probgen.models.flows.dequantize import (
     UniformDequantization,
     VariationalDequantization,
     dequantized_model,
     discrete_nll,
 )
-from probgen.models.flows import Flow, build_flow, flow_model
+from probgen.models.flows.flows import Flow, build_flow, flow_model
 from probgen.nn.flow_layers import ActNorm, Permutation
 
 __all__ = [
@@ -370,7 +370,7 @@ def train_flow(data: str = "digits", out: str | Path | None = None, steps: int |
             runs.atomic_write_json(run_dir / "flow.json", {"data": name, "seed": seed, **cfg})
             run.save_samples(run_dir / "samples.png", seed=seed)
             if deq is None:
-                from probgen.models.flow_plots import plot_density_2d
+                from probgen.metrics.plots import plot_density_2d
 
                 plot_density_2d(flow, train[:2000], run_dir / "density.png", grid=120)
             runs.atomic_write_json(run_dir / "metrics.json", metrics)

@@ -10,7 +10,7 @@ The trace is exact (``dim`` backward passes) for small ``dim`` and Hutchinson's 
 estimate ``eps^T (df/dz) eps`` otherwise (FFJORD, eq. 7), with one ``eps`` per solve.
 
 :class:`CNFTransform` is a Pyro ``TransformModule`` (base -> data is ``_call``), so a CNF is a
-:class:`~probgen.models.flows.Flow` like any other: :class:`CNF` builds one.
+:class:`~probgen.models.flows.flows.Flow` like any other: :class:`CNF` builds one.
 
 Examples:
     >>> import torch
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 
-from probgen.models.flows import Flow
+from probgen.models.flows.flows import Flow
 
 __all__ = ["CNF", "CNFTransform", "ODEDynamics"]
 

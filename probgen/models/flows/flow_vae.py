@@ -14,7 +14,7 @@ with three choices for the two distributions over ``z``:
   forward pass (sampling) is one network call and whose ``log_prob`` of its own samples is
   read from the cache, so the ELBO never inverts it;
 - ``prior="standard"`` (``N(0, I)``) or ``prior="flow"``: a MAF over ``z``
-  (:func:`~probgen.models.flows.maf`), which scores ``z`` in one pass.
+  (:func:`~probgen.models.flows.flows.maf`), which scores ``z`` in one pass.
 
 Every variant is a ``(model, guide)`` pair trained by :func:`probgen.infer.fit.fit` with the
 ELBO objective; :func:`compare_vae_guides` trains several and reports test figures.
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from probgen.errors import ProbgenError
-from probgen.models.flows import Flow, maf
+from probgen.models.flows.flows import Flow, maf
 from probgen.nn.flow_layers import Permutation
 
 __all__ = ["FlowVAE", "GUIDES", "PRIORS", "train_flow_vae", "compare_vae_guides",

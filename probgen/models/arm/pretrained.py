@@ -16,8 +16,8 @@ transposed on the way in and out. The causal-mask buffers (``attn.bias``,
 
 Examples:
     >>> import tempfile, torch
-    >>> from probgen.models.gpt import GPT, GPTConfig
-    >>> from probgen.models.gpt_pretrained import load_gpt2, save_gpt2
+    >>> from probgen.models.arm.gpt import GPT, GPTConfig
+    >>> from probgen.models.arm.pretrained import load_gpt2, save_gpt2
     >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
     >>> with tempfile.TemporaryDirectory() as d:
     ...     save_gpt2(model, d)
@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from probgen.models.gpt import GPT, GPTConfig
+from probgen.models.arm.gpt import GPT, GPTConfig
 
 __all__ = ["CONV1D_SUFFIXES", "gpt2_config", "from_gpt2_state_dict", "to_gpt2_state_dict",
            "load_gpt2", "save_gpt2"]
@@ -52,7 +52,7 @@ def gpt2_config(hf: dict, dropout: float = 0.0) -> GPTConfig:
     """A :class:`GPTConfig` from a Hugging Face GPT-2 ``config.json`` dict.
 
     Examples:
-        >>> from probgen.models.gpt_pretrained import gpt2_config
+        >>> from probgen.models.arm.pretrained import gpt2_config
         >>> cfg = dict(vocab_size=50257, n_positions=1024, n_layer=12, n_head=12, n_embd=768)
         >>> gpt2_config(cfg).n_layer
         12
@@ -118,7 +118,7 @@ def load_gpt2(path: str | Path, dropout: float = 0.0) -> GPT:
     """A :class:`GPT` with the weights of a local Hugging Face GPT-2 folder (see module docs).
 
     Examples:
-        >>> from probgen.models.gpt_pretrained import load_gpt2
+        >>> from probgen.models.arm.pretrained import load_gpt2
         >>> load_gpt2("/no/such/folder")
         Traceback (most recent call last):
         ...

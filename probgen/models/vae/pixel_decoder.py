@@ -1,6 +1,6 @@
 """An autoregressive VAE decoder: ``p(x | z) = prod_d p(x_d | x_<d, z)`` (PixelVAE-style).
 
-A factorised decoder (:class:`~probgen.models.vae_nets.Decoder`) must explain every
+A factorised decoder (:class:`~probgen.models.vae.nets.Decoder`) must explain every
 pixel correlation through ``z``: neighbouring strokes come out blurred and the ELBO pays
 for it. This decoder keeps the graph ``z -> x`` of the VAE and makes ``x``'s CPD a small
 *conditional* gated PixelCNN (:class:`~probgen.nn.pixelcnn.GatedPixelCNN`): an MLP maps
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from probgen.errors import ProbgenError
-from probgen.models.arm import check_levels
+from probgen.models.arm.arm import check_levels
 from probgen.nn.pixelcnn import GatedPixelCNN
 
 __all__ = ["PixelDecoder", "PixelDecoderDistribution", "LocalPixelNet"]
@@ -207,7 +207,7 @@ class PixelDecoder(nn.Module):
                  cond_channels: int = 16, channels: int = 32, layers: int = 2,
                  dropout: float = 0.0, net: str = "local", left: int = 2, up: int = 0) -> None:
         super().__init__()
-        from probgen.models.vae_nets import make_mlp
+        from probgen.models.vae.nets import make_mlp
 
         if len(shape) != 2:
             raise ProbgenError(f"shape: the pixel decoder needs (H, W), got {tuple(shape)}")

@@ -17,7 +17,7 @@ bound, tighter as K grows (Burda et al. 2016). Both are *bounds* on the discrete
 
 Examples:
     >>> import torch
-    >>> from probgen.models.flows import realnvp
+    >>> from probgen.models.flows.flows import realnvp
     >>> flow, deq = realnvp(2, num_layers=1), UniformDequantization(levels=4)
     >>> x = torch.randint(0, 4, (5, 2))
     >>> log_likelihood_bound(flow, deq, x).shape
@@ -36,7 +36,7 @@ import pyro
 import torch
 from torch import Tensor, nn
 
-from probgen.models.flows import Flow
+from probgen.models.flows.flows import Flow
 
 __all__ = [
     "UniformDequantization",
@@ -103,12 +103,12 @@ class UniformDequantization(nn.Module):
 class VariationalDequantization(UniformDequantization):
     """Learned noise ``u = sigmoid(v)``, ``v ~ flow_q(context = x scaled to [-1, 1])``.
 
-    ``flow_q`` is a conditional :class:`~probgen.models.flows.Flow` over ``x.shape[1:]`` whose
+    ``flow_q`` is a conditional :class:`~probgen.models.flows.flows.Flow` over ``x.shape[1:]`` whose
     ``context_dim`` is ``prod(x.shape[1:])``; pick one that samples in one pass (coupling or
     ``fast="sample"``), since training samples it every step.
 
     Examples:
-        >>> from probgen.models.flows import realnvp
+        >>> from probgen.models.flows.flows import realnvp
         >>> deq = VariationalDequantization(4, realnvp(2, num_layers=2, context_dim=2))
         >>> y, log_q = deq(torch.randint(0, 4, (6, 2)), num_samples=2)
         >>> bool(((y >= 0) & (y < 1)).all()), log_q.shape
@@ -146,7 +146,7 @@ def log_likelihood_bound(flow: Flow, dequantizer: UniformDequantization, x: Tens
     importance-weighted bound ``logsumexp_k(...) - log K``.
 
     Examples:
-        >>> from probgen.models.flows import maf
+        >>> from probgen.models.flows.flows import maf
         >>> x = torch.randint(0, 17, (4, 3))
         >>> b = log_likelihood_bound(maf(3), UniformDequantization(17), x, num_samples=8)
         >>> b.shape
@@ -194,7 +194,7 @@ def discrete_nll(flow: Flow, dequantizer: UniformDequantization, data: Tensor,
     """Average discrete NLL bound over ``data`` (nats per example), evaluated in eval mode.
 
     Examples:
-        >>> from probgen.models.flows import realnvp
+        >>> from probgen.models.flows.flows import realnvp
         >>> r = discrete_nll(realnvp(2), UniformDequantization(4), torch.randint(0, 4, (9, 2)), 4)
         >>> r.kind, r.num_samples
         ('bound', 4)
@@ -225,7 +225,7 @@ def dequantized_model(flow: Flow, dequantizer: UniformDequantization, num_sample
     ``-sum log_likelihood_bound``; a variational dequantizer's flow trains jointly.
 
     Examples:
-        >>> from probgen.models.flows import realnvp
+        >>> from probgen.models.flows.flows import realnvp
         >>> model = dequantized_model(realnvp(2), UniformDequantization(4))
         >>> tr = pyro.poutine.trace(model).get_trace(torch.randint(0, 4, (3, 2)))
         >>> tr.nodes["log_likelihood_bound"]["fn"].batch_shape

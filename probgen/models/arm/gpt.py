@@ -14,7 +14,7 @@ the uncached path.
 
 Examples:
     >>> import torch
-    >>> from probgen.models.gpt import GPT, GPTConfig
+    >>> from probgen.models.arm.gpt import GPT, GPTConfig
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> model = GPT(GPTConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16))
@@ -58,7 +58,7 @@ class GPTConfig:
     """Sizes of a GPT. ``block_size`` is the longest context the model can read.
 
     Examples:
-        >>> from probgen.models.gpt import GPTConfig
+        >>> from probgen.models.arm.gpt import GPTConfig
         >>> GPTConfig(vocab_size=65, block_size=128).n_embd
         256
     """
@@ -99,7 +99,7 @@ class GPT(nn.Module):
 
     Examples:
         >>> import torch
-        >>> from probgen.models.gpt import GPT, GPTConfig
+        >>> from probgen.models.arm.gpt import GPT, GPTConfig
         >>> model = GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=1, n_embd=8))
         >>> model.log_prob(torch.tensor([[1, 2, 3]])).shape
         torch.Size([1])
@@ -285,7 +285,7 @@ def apply_repetition_penalty(logits: Tensor, idx: Tensor, penalty: float) -> Ten
 
     Examples:
         >>> import torch
-        >>> from probgen.models.gpt import apply_repetition_penalty
+        >>> from probgen.models.arm.gpt import apply_repetition_penalty
         >>> apply_repetition_penalty(torch.tensor([[2.0, -2.0, 1.0]]), torch.tensor([[0, 1]]), 2.0)
         tensor([[ 1., -4.,  1.]])
     """
@@ -301,7 +301,7 @@ def filter_top_k(logits: Tensor, k: int) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> from probgen.models.gpt import filter_top_k
+        >>> from probgen.models.arm.gpt import filter_top_k
         >>> filter_top_k(torch.tensor([[1.0, 3.0, 2.0]]), 2)
         tensor([[-inf, 3., 2.]])
     """
@@ -317,7 +317,7 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> from probgen.models.gpt import filter_top_p
+        >>> from probgen.models.arm.gpt import filter_top_p
         >>> filter_top_p(torch.tensor([[0.5, 0.3, 0.2]]).log(), 0.7).isinf().tolist()
         [[False, False, True]]
     """
@@ -344,7 +344,7 @@ def next_token(
 
     Examples:
         >>> import torch
-        >>> from probgen.models.gpt import next_token
+        >>> from probgen.models.arm.gpt import next_token
         >>> next_token(torch.tensor([[0.1, 2.0, 0.3]]), temperature=0)
         tensor([1])
     """
