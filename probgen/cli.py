@@ -1,133 +1,139 @@
 """The ``probgen`` command.
 
+    probgen families                                    # the families and their data
     probgen train vae --data digits --out runs/vae      # train a family, write a run folder
-    probgen train arm|flow|gpt ...
-    probgen sample RUN [--n 64] [--png FILE]            # sample grid from a run folder
+    probgen train vae --set beta=4 latent_dim=8         # change any setting (--show-config)
+    probgen train flow --data points.npy                # a local (N, D) array
+    probgen train vae --out runs/vae --resume           # continue a run exactly
+    probgen sample RUN --n 500 --out s.npy              # samples as an array (or .png, .pt)
     probgen eval RUN                                    # recompute the test figures
-    probgen generate RUN --prompt "..." [--temperature 0.8 --top-k 20]   # GPT runs
-    probgen graph list                                  # shipped and pgmpy networks
-    probgen graph show NAME|PATH|RUN [--png FILE]       # draw a graph (PNG, matplotlib)
-    probgen query NAME VAR [VAR ...] [--evidence VAR=STATE ...]
+    probgen report RUN [RUN ...] --out report           # one Markdown page comparing runs
+    probgen generate RUN --prompt "..."                 # continue a prompt with a GPT run
+    probgen graph list | show NAME|PATH|RUN             # shipped networks; draw one
+    probgen query NAME VAR [VAR ...] --evidence VAR=STATE ...
 
-Each family module provides ``train_<family>(data=..., out=..., steps=..., seed=...,
-fast=..., progress=...)`` returning the metrics dict, and ``load_<family>_run(folder)``.
+Every family goes through the same contract (:mod:`probgen.models.family`). Input errors
+print one line naming the culprit and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["main", "FAMILIES"]
-
-#: family -> (module, train function, run loader)
-FAMILIES: dict[str, tuple[str, str, str]] = {
-    "vae": ("probgen.models.vae.vae", "train_vae", "load_vae_run"),
-    "arm": ("probgen.models.arm.arm", "train_arm", "load_arm_run"),
-    "flow": ("probgen.models.flows.train", "train_flow", "load_flow_run"),
-    "gpt": ("probgen.models.arm.gpt_train", "train_gpt", "load_gpt_run"),
-}
+__all__ = ["main", "build_parser"]
 
 
-def _family(name: str, which: int) -> Any:
-    if name not in FAMILIES:
-        raise SystemExit(f"probgen: unknown family {name!r}; choose from {sorted(FAMILIES)}")
-    module, *funcs = FAMILIES[name]
-    return getattr(importlib.import_module(module), funcs[which])
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (status 2) instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
-def _run_family(run: str) -> str:
-    """The family that wrote a run folder (from its config.json)."""
-    path = Path(run)
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        raise SystemExit(f"probgen: {run!r} is not a run folder (no config.json)")
-    config = json.loads(cfg.read_text())
-    family = config.get("family")
-    if family is None and "model" in config and "vocab_size" in config.get("model", {}):
-        family = "gpt"
-    if family not in FAMILIES:
-        raise SystemExit(f"probgen: cannot tell which family wrote {run!r} (family={family!r})")
-    return family
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            print(f"{k}: {v:.4f}")
+        elif isinstance(v, (int, str, bool)) or v is None:
+            print(f"{k}: {v}")
 
 
-def _print_metrics(metrics: Any) -> None:
-    if isinstance(metrics, dict):
-        for k, v in metrics.items():
-            if isinstance(v, float):
-                print(f"{k}: {v:.4f}")
-            elif isinstance(v, (int, str, bool)):
-                print(f"{k}: {v}")
-    else:
-        print(metrics)
+def _default_out(family: str) -> Path:
+    base = Path("runs") / family
+    if not base.exists():
+        return base
+    i = 2
+    while (Path("runs") / f"{family}-{i}").exists():
+        i += 1
+    return Path("runs") / f"{family}-{i}"
+
+
+def cmd_families(args: argparse.Namespace) -> None:
+    from probgen.models.family import family_names, get_family
+
+    for name in family_names():
+        fam = get_family(name)
+        print(f"{name:8s} {fam.description}")
+        print(f"{'':8s} data: {', '.join(fam.data_names)} (default {fam.default_data}); "
+              f"local files of kind {', '.join(fam.kinds)}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    fast = args.fast or os.environ.get("PROBGEN_FAST") == "1"
-    if args.family == "gpt":
-        from probgen.models.arm.gpt_train import train_gpt
+    from probgen.models.config import describe_config
+    from probgen.models.family import get_family, train
 
-        kwargs: dict[str, Any] = {"path": args.text, "out_dir": args.out, "seed": args.seed}
-        if args.steps is not None:
-            kwargs["steps"] = args.steps
-        elif fast:
-            kwargs["steps"] = 50
-        run = train_gpt(**kwargs)
-        print(f"trained GPT; run folder: {run.run_dir}")
-        _print_metrics(run.history[-1] if run.history else {})
+    family = get_family(args.family)
+    fast = args.fast or os.environ.get("PROBGEN_FAST") == "1"
+    if args.show_config:
+        from probgen.data.splits import EMBEDDED
+
+        kind = EMBEDDED.get(args.data or family.default_data, "vectors")
+        if kind not in family.kinds:
+            kind = family.kinds[0]
+        print(f"{family.name} settings (for {kind} data{', fast mode' if fast else ''}):")
+        print(describe_config(family.config, family.layers(kind, fast)))
         return
-    train = _family(args.family, 0)
-    kwargs = {"data": args.data, "out": args.out, "seed": args.seed, "fast": fast}
-    if args.steps is not None:
-        kwargs["steps"] = args.steps
-    metrics = train(**kwargs)
-    _print_metrics(metrics)
-    if args.out:
-        print(f"run folder: {args.out}")
+    sets = list(args.set or [])
+    for flag in ("steps", "seed", "threads", "device"):
+        value = getattr(args, flag)
+        if value is not None:
+            sets.append(f"{flag}={value}")
+    out = Path(args.out) if args.out else _default_out(family.name)
+    run = train(family, data=args.data, out=out, config=args.config, sets=sets, fast=fast,
+                progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
+                tensorboard=args.tensorboard)
+    _print_metrics(run.metrics)
+    print(f"run folder: {out}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    family = _run_family(args.run)
-    run = _family(family, 1)(args.run)
-    png = args.png or str(Path(args.run) / "samples_cli.png")
-    run.save_samples(png, n=args.n, seed=args.seed)
-    print(f"wrote {png}")
+    from probgen.models.family import load_run
+
+    run = load_run(args.run)
+    out = args.out or str(Path(args.run) / f"samples_cli{Path(run.sample_file).suffix}")
+    path = run.save_samples(out, n=args.n, seed=args.seed)
+    print(f"wrote {args.n} samples to {path}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    family = _run_family(args.run)
-    run = _family(family, 1)(args.run)
-    _print_metrics(run.evaluate())
+    from probgen.models.family import load_run
+
+    _print_metrics(load_run(args.run).evaluate(progress=not args.quiet))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from probgen.models.report import write_report
+
+    print(f"wrote {write_report(args.runs, args.out)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from probgen.models.arm.gpt_train import generate_text
 
-    print(
-        generate_text(
-            args.run, args.prompt, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty, seed=args.seed,
-        )
-    )
+    print(generate_text(args.run, args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        repetition_penalty=args.repetition_penalty, seed=args.seed))
 
 
 def cmd_graph(args: argparse.Namespace) -> None:
+    from probgen.errors import ProbgenError
     from probgen.graph import BayesNet, available
 
     if args.action == "list":
         print("\n".join(available()))
         return
     if not args.name:
-        raise SystemExit("probgen graph show: give a graph name, a graph file or a run folder")
+        raise ProbgenError("graph show: give a graph name, a graph file or a run folder")
     target = Path(args.name)
     if target.is_dir():
-        family = _run_family(args.name)
+        from probgen.models.family import load_run
+
+        family = load_run(target).family
         bn = BayesNet.load({"gpt": "arm"}.get(family, family))
     else:
         bn = BayesNet.load(args.name)
@@ -138,44 +144,96 @@ def cmd_graph(args: argparse.Namespace) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> None:
+    from probgen.errors import EvidenceError
     from probgen.graph import BayesNet
 
-    evidence = {}
+    evidence: dict[str, str] = {}
     for item in args.evidence or []:
         if "=" not in item:
-            raise SystemExit(f"probgen query: evidence {item!r} must look like VAR=STATE")
+            raise EvidenceError(f"evidence: {item!r} must look like VAR=STATE")
         k, v = item.split("=", 1)
+        if k in evidence:
+            raise EvidenceError(f"evidence: {k!r} is given twice ({evidence[k]!r} and {v!r})")
         evidence[k] = v
     print(BayesNet.load(args.network).query(args.variables, evidence=evidence))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="probgen", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+_TRAIN_EPILOG = """examples:
+  probgen train vae --data digits --out runs/vae
+  probgen train vae --set beta=4 latent_dim=8 --out runs/beta4
+  probgen train vae --show-config
+  probgen train flow --data moons --steps 2000
+  probgen train flow --data my_points.npy           # (N, D) array; 10%% val, 10%% test
+  probgen train gpt --data notes.txt --set block_size=256
+  probgen train vae --out runs/vae --resume --steps 8000
+"""
 
-    t = sub.add_parser("train", help="train a model family and write a run folder")
-    t.add_argument("family", choices=sorted(FAMILIES))
-    t.add_argument("--data", default="digits", help="embedded data set name or local path")
-    t.add_argument("--text", default=None, help="(gpt) a text file; default: embedded corpus")
-    t.add_argument("--out", default=None, help="run folder to write")
-    t.add_argument("--steps", type=int, default=None, help="training steps (family default)")
-    t.add_argument("--seed", type=int, default=0)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="probgen", description=__doc__.splitlines()[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="run 'probgen COMMAND --help' for the options of a command")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    f = sub.add_parser("families", help="list the model families and the data they take")
+    f.set_defaults(func=cmd_families)
+
+    t = sub.add_parser(
+        "train", help="train a model family and write a run folder",
+        description="Train a family on embedded data or a local file and write a run folder "
+                    "(config.json, weights, checkpoints, metrics.json, samples). Any setting "
+                    "of the family's config can be changed with --set or --config.",
+        epilog=_TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("family", help="a family name (see 'probgen families')")
+    t.add_argument("--data", default=None,
+                   help="embedded data name (digits, moons, swiss_roll, text, ...) or a local "
+                        "path (.npy/.npz/.pt/.safetensors array, image folder, .txt)")
+    t.add_argument("--out", default=None, help="run folder (default: runs/FAMILY[-N])")
+    t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override config settings")
+    t.add_argument("--config", default=None, help="a YAML/JSON file of settings")
+    t.add_argument("--show-config", action="store_true",
+                   help="print every setting with its default and help, then exit")
+    t.add_argument("--steps", type=int, default=None, help="training steps (--set steps=N)")
+    t.add_argument("--seed", type=int, default=None, help="seed (--set seed=N)")
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: automatic; --set threads=N)")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (--set device=D)")
     t.add_argument("--fast", action="store_true", help="a quick run (also PROBGEN_FAST=1)")
+    guard = t.add_mutually_exclusive_group()
+    guard.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+    guard.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="log to TensorBoard event files in RUN/tensorboard")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("sample", help="draw samples from a run folder into a PNG grid")
-    s.add_argument("run")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--png", default=None)
+    s = sub.add_parser("sample", help="draw samples from a run folder",
+                       description="Write N samples of a run: a PNG picture (.png), the raw "
+                                   "array at data scale (.npy, .pt) or text (.txt, GPT).")
+    s.add_argument("run", help="a run folder")
+    s.add_argument("--n", type=int, default=64, help="number of samples")
+    s.add_argument("--out", default=None, help="FILE.png | .npy | .pt | .txt")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_sample)
 
-    e = sub.add_parser("eval", help="evaluate a run folder on the test split")
-    e.add_argument("run")
+    e = sub.add_parser("eval", help="evaluate a run folder on its test split",
+                       description="Recompute a run's test figures (NLL, FD / energy "
+                                   "distance) from its folder.")
+    e.add_argument("run", help="a run folder")
+    e.add_argument("--quiet", action="store_true", help="no progress output")
     e.set_defaults(func=cmd_eval)
 
+    r = sub.add_parser("report", help="compare runs on one Markdown page",
+                       description="One Markdown page (and PNG thumbnails) comparing runs: "
+                                   "family, NLL and its kind, bits/dim, FD, training time, "
+                                   "parameters, a sample grid each.")
+    r.add_argument("runs", nargs="+", help="run folders")
+    r.add_argument("--out", default="report", help="folder for report.md and thumbnails")
+    r.set_defaults(func=cmd_report)
+
     g = sub.add_parser("generate", help="continue a prompt with a GPT run")
-    g.add_argument("run")
+    g.add_argument("run", help="a GPT run folder")
     g.add_argument("--prompt", required=True)
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--temperature", type=float, default=0.8)
@@ -185,13 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None)
     g.set_defaults(func=cmd_generate)
 
-    gr = sub.add_parser("graph", help="list or draw graphs")
+    gr = sub.add_parser("graph", help="list or draw graphs",
+                        description="List the shipped graphs and pgmpy's networks, or draw "
+                                    "one (a name, a YAML/BIF file, or a run folder's family).")
     gr.add_argument("action", choices=["list", "show"])
     gr.add_argument("name", nargs="?")
     gr.add_argument("--png", default=None)
     gr.set_defaults(func=cmd_graph)
 
-    q = sub.add_parser("query", help="exact posterior on a discrete network")
+    q = sub.add_parser("query", help="exact posterior on a discrete network",
+                       description="Exact posterior marginals of VARs given evidence, e.g. "
+                                   "'probgen query asia lung --evidence smoke=yes'.")
     q.add_argument("network")
     q.add_argument("variables", nargs="+")
     q.add_argument("--evidence", nargs="*", metavar="VAR=STATE")
@@ -200,12 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (2 for every input error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args.func(args)
     except ValueError as err:  # probgen's input errors: one clear line, no traceback
+        text = str(err).splitlines()[0] if str(err) else repr(err)
+        print(f"probgen: error: {text}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path that cannot be read or written
         print(f"probgen: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("probgen: interrupted (a run folder keeps its last checkpoint; --resume "
+              "continues it)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -12,14 +12,8 @@ from probgen.errors import ProbgenError
 from probgen.infer.fit import fit
 from probgen.infer.likelihood import exact_nll
 from probgen.infer.objectives import Likelihood
-from probgen.models.arm.arm import (
-    ARM,
-    ARMDistribution,
-    build_net,
-    chain_graph,
-    load_arm_run,
-    train_arm,
-)
+from probgen.models.arm.arm import ARM, ARMDistribution, build_net, chain_graph
+from probgen.models.family import load_run, train
 from probgen.nn.causal_conv import CausalConvNet
 from probgen.nn.made import MADE
 from probgen.nn.pixelcnn import GatedPixelCNN
@@ -142,21 +136,21 @@ def test_bad_input() -> None:
     with pytest.raises(ProbgenError, match="nets"):
         ARMDistribution([], 4, 3)
     with pytest.raises(ProbgenError, match="data"):
-        train_arm(data="mnist", fast=True)
-    with pytest.raises(ProbgenError, match="unknown training options"):
-        train_arm(fast=True, widht=3)
+        train("arm", data="moons", fast=True, progress=False)
+    with pytest.raises(ProbgenError, match="widht"):
+        train("arm", fast=True, widht=3, progress=False)
 
 
-def test_train_arm_run_folder(tmp_path) -> None:
+def test_arm_run_folder(tmp_path) -> None:
     out = tmp_path / "run"
-    m = train_arm(out=out, fast=True, steps=6, members=2, progress=False)
+    m = train("arm", out=out, fast=True, steps=6, progress=False).metrics
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["kind"] == "exact" and saved["test_nll"] == pytest.approx(m["test_nll"])
-    for f in ("config.json", "weights.safetensors", "samples.png", "member-1/metrics.json"):
+    assert saved["nll_kind"] == "exact" and saved["test_nll"] == pytest.approx(m["test_nll"])
+    for f in ("config.json", "weights.safetensors", "samples.png", "metrics.jsonl"):
         assert (out / f).exists(), f
-    arm = load_arm_run(out)
+    arm = load_run(out).arm
     from probgen.data.digits import load_digits
 
     assert exact_nll(arm, load_digits("test")).nll == pytest.approx(m["test_nll"], abs=1e-4)
     with pytest.raises(ProbgenError, match="already holds"):
-        train_arm(out=out, fast=True, steps=2, progress=False)
+        train("arm", out=out, fast=True, steps=2, progress=False)

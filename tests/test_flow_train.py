@@ -1,4 +1,4 @@
-"""train_flow / load_flow_run: the run folder, the figures, and the flow's density math."""
+"""The flow family: the run folder, the figures, and the flow's density math."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ import torch
 
 from probgen.data.densities import load_density
 from probgen.infer import runs
-from probgen.models.flows.train import (
-    DEFAULTS,
-    FlowRun,
-    _FlowProgram,
-    coupling_flow,
-    evaluate_flow,
-    load_flow_run,
-    train_flow,
-)
+from probgen.models.family import load_run, train
+from probgen.models.flows.train import FlowConfig, FlowRun, _FlowProgram, coupling_flow
 
 
 def _randomise(flow: torch.nn.Module, seed: int = 0) -> None:
@@ -76,9 +69,9 @@ def test_dropout_is_off_when_scoring_without_gradients():
 
 def test_moons_run_folder_and_reload(tmp_path):
     out = tmp_path / "run"
-    m = train_flow("moons", out=out, fast=True, progress=False)
-    for name in ("config.json", "flow.json", "weights.safetensors", "metrics.json",
-                 "samples.png", "density.png", "metrics.jsonl"):
+    m = train("flow", data="moons", out=out, fast=True, progress=False).metrics
+    for name in ("config.json", "weights.safetensors", "metrics.json", "samples.png",
+                 "density.png", "metrics.jsonl"):
         assert (out / name).is_file(), name
     assert runs.read_json(out / "config.json")["family"] == "flow"
     saved = json.loads((out / "metrics.json").read_text())
@@ -86,47 +79,53 @@ def test_moons_run_folder_and_reload(tmp_path):
     assert saved["test_nll"] == pytest.approx(m["test_nll"])
     assert m["test_bpd"] == pytest.approx(m["test_nll"] / (2 * math.log(2)))
     assert m["test_mmd"] < 0.5 and m["test_energy"] >= 0
-    run = load_flow_run(out)
-    assert not run.flow.training
+    run = load_run(out)
+    assert isinstance(run, FlowRun) and not run.flow.training
     # the exact NLL recomputed independently from the reloaded flow
-    test = load_density("moons", 300, seed=2)  # the fast test split
-    assert float(-run.flow.log_prob(test).mean()) == pytest.approx(m["test_nll"], rel=1e-5)
+    test = load_density("moons", 2000, seed=2)  # the test split
+    with torch.no_grad():
+        nll = float(-run.flow.log_prob(test).mean())
+    assert nll == pytest.approx(m["test_nll"], rel=1e-5)
     assert run.sample(5).shape == (5, 2)
     assert run.save_samples(tmp_path / "s.png", n=20).is_file()
 
 
 def test_digits_run_reports_a_labelled_discrete_bound(tmp_path):
     out = tmp_path / "run"
-    m = train_flow("digits", out=out, fast=True, progress=False)
+    m = train("flow", data="digits", out=out, fast=True, progress=False).metrics
     assert m["nll_kind"] == "NLL bound (uniform dequantization, importance-weighted, K=4)"
     assert m["test_bpd"] == pytest.approx(m["test_nll"] / (64 * math.log(2)))
     # importance weighting can only tighten the bound (on average over 447 images)
     assert m["test_nll"] <= m["test_nll_1sample"] + 0.5
     # a fresh flow scores every image; the discrete NLL of 17 levels uniform is 64 log 17
     assert 0 < m["test_nll"] < 64 * math.log(17) + 50
-    run = load_flow_run(out)
+    run = load_run(out)
     x = run.sample(6, seed=0)
     assert x.dtype == torch.long and x.shape == (6, 64) and 0 <= x.min() and x.max() <= 16
     again = run.evaluate()
     assert again["test_nll"] == pytest.approx(m["test_nll"], rel=1e-6)
+    assert again["fd"] == pytest.approx(m["fd"], rel=1e-6)
 
 
 def test_evaluate_is_reproducible_and_restores_modes():
+    from probgen.data.splits import load_splits
+
     flow = coupling_flow(2, num_layers=1, hidden=8)
-    run = FlowRun(flow, "rings", {**DEFAULTS["2d"], "num_test": 100})
-    a, b = evaluate_flow(run, seed=3), evaluate_flow(run, seed=3)
+    run = FlowRun(flow, None, FlowConfig(), load_splits("rings"))
+    a, b = run.evaluate(), run.evaluate()
     assert a == b and flow.training
 
 
 @pytest.mark.parametrize("kwargs,arg", [
     ({"data": "mnist"}, "data"),
     ({"data": "digits", "hiddn": 3}, "hiddn"),
-    ({"data": "moons", "dequantization": "uniform"}, "dequantization"),
+    ({"data": "moons", "dequantization": "variational"}, "dequantization"),
     ({"data": "digits", "dequantization": "gaussian", "steps": 1}, "dequantization"),
+    ({"data": "text"}, "data"),
 ])
 def test_bad_input_names_the_argument(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
-        train_flow(fast=True, progress=False, **kwargs)
+        train("flow", fast=True, progress=False, **kwargs)
 
 
 def test_coupling_flow_rejects_bad_arguments():
@@ -136,12 +135,12 @@ def test_coupling_flow_rejects_bad_arguments():
         coupling_flow(4, permutation="shuffle")
     with pytest.raises(ValueError, match="dropout"):
         coupling_flow(4, dropout=1.0)
-    with pytest.raises(ValueError, match="run_dir"):
-        load_flow_run("/nonexistent/run")
+    with pytest.raises(ValueError, match="run"):
+        load_run("/nonexistent/run")
 
 
 @pytest.mark.slow
 def test_digits_defaults_reach_the_bar():
     """Issue #4: the default digits flow's importance-weighted discrete bound <= 94 nats."""
-    m = train_flow("digits", progress=False)
+    m = train("flow", data="digits", progress=False).metrics
     assert m["test_nll"] <= 94.0, m

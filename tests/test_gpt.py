@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from probgen.data.splits import text_splits
+from probgen.infer import runs
 from probgen.models.arm.gpt import (
     GPT,
     IGNORE_INDEX,
@@ -21,8 +23,9 @@ from probgen.models.arm.gpt import (
     filter_top_k,
     filter_top_p,
 )
-from probgen.models.arm.gpt_train import generate_text, load_gpt_run, train_gpt
+from probgen.models.arm.gpt_train import generate_text
 from probgen.models.arm.pretrained import load_gpt2, save_gpt2, to_gpt2_state_dict
+from probgen.models.family import load_run, train
 from probgen.nn.transformer import KVCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,24 +343,27 @@ def test_gpt2_round_trip_and_bad_folders(tmp_path):
 # ---------------------------------------------------------------------------- training
 
 
-def test_train_gpt_learns_and_round_trips_its_run_folder(tmp_path):
-    text = "the cat sat on the mat. " * 40
-    run = train_gpt(text=text, steps=60, block_size=16, n_layer=1, n_head=2, n_embd=32,
-                    batch_size=16, lr=3e-3, warmup=5, eval_every=20, eval_batches=2,
-                    dropout=0.0, out_dir=tmp_path / "run", progress=False)
-    assert run.history[-1]["val_nll"] < 0.5 * run.history[0]["val_nll"]
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.json",
-                 "samples.txt"):
+def test_gpt_family_learns_and_round_trips_its_run_folder(tmp_path):
+    text = "the cat sat on the mat. " * 50
+    run = train("gpt", data=text_splits(text), out=tmp_path / "run", steps=60, block_size=16,
+                n_layer=1, n_head=2, n_embd=32, batch_size=16, lr=3e-3, warmup=5,
+                val_every=20, dropout=0.0, progress=False)
+    history = runs.read_history(tmp_path / "run" / "metrics.jsonl")
+    assert history[-1]["val_loss"] < 0.6 * history[0]["val_loss"]
+    for name in ("config.json", "weights.safetensors", "tokenizer.json", "metrics.json",
+                 "samples.txt", "metrics.jsonl"):
         assert (tmp_path / "run" / name).is_file()
-    loaded = load_gpt_run(tmp_path / "run")
+    loaded = load_run(tmp_path / "run")
     a = generate_text(run, "the ", max_new_tokens=20, temperature=0)
     b = generate_text(tmp_path / "run", "the ", max_new_tokens=20, temperature=0)
     assert a == b and a.startswith("the ")
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
-    with pytest.raises(ValueError, match="run_dir"):
-        load_gpt_run(tmp_path)
-    with pytest.raises(ValueError, match="path"):
-        train_gpt(text="abc", path="x.txt")
+    # far below the uniform distribution over the 11 characters (2.4 nats per token)
+    assert run.metrics["test_nll"] < 1.0 and run.metrics["nll_kind"].startswith("exact")
+    with pytest.raises(ValueError, match="run"):
+        load_run(tmp_path)
+    with pytest.raises(ValueError, match="block_size"):
+        train("gpt", data=text_splits("abc" * 40), block_size=64, steps=2, progress=False)
 
 
 def test_benchmark_script_smoke():

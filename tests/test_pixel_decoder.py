@@ -12,7 +12,8 @@ from probgen.errors import ProbgenError
 from probgen.infer.fit import fit
 from probgen.infer.objectives import ELBO
 from probgen.models.vae.pixel_decoder import LocalPixelNet, PixelDecoder, PixelDecoderDistribution
-from probgen.models.vae.vae import VAE, evaluate_vae
+from probgen.models.vae.train import evaluate_vae
+from probgen.models.vae.vae import VAE
 from probgen.nn.pixelcnn import GatedPixelCNN
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -238,3 +239,36 @@ def test_resuming_a_different_model_is_a_clear_error(tmp_path):
     with pytest.raises(runs.RunFolderError, match="do not match"):
         fit(vae, None, x, steps=10, batch_size=32, lr=1e-2, seed=3, progress=False,
             log_every=10, out=tmp_path, resume=True)
+
+
+def test_tensorboard_event_files_hold_the_logged_losses(tmp_path):
+    """With the tensorboard extra, ``fit(tensorboard=True)`` writes event files that
+    TensorBoard's own reader reads back with the history's values."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    x = torch.randn(64) + 2.0
+    res = fit(model, None, x, steps=40, batch_size=16, log_every=10, val_data=x[:16],
+              val_every=10, out=tmp_path / "run", progress=False, tensorboard=True)
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert {"loss", "val_loss"} <= set(acc.Tags()["scalars"])
+    logged = [(e.step, e.value) for e in acc.Scalars("loss")]
+    expected = [(row["step"], row["loss"]) for row in res.history]
+    assert [s for s, _ in logged] == [s for s, _ in expected] == [10, 20, 30, 40]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(logged, expected))
+
+
+def test_tensorboard_without_a_folder_is_a_clear_error():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0), obs=x)
+
+    with pytest.raises(ValueError, match="tensorboard"):
+        fit(model, None, torch.zeros(8), steps=2, batch_size=4, progress=False,
+            tensorboard=True)

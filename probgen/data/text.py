@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_MODULES", "default_corpus", "load_text", "split_tokens", "sample_batch"]
+__all__ = ["DEFAULT_MODULES", "default_corpus", "load_text", "split_tokens", "sample_batch",
+           "TokenWindows", "disjoint_windows"]
 
 #: Standard-library modules whose docstrings make up the default corpus, in this order.
 #: All are plain top-level modules present in Python 3.10 and later.
@@ -144,4 +145,50 @@ def sample_batch(
     offsets = torch.arange(block_size)
     x = tokens[starts[:, None] + offsets]  # (B, T)
     y = tokens[starts[:, None] + offsets + 1]  # (B, T)
+    return x, y
+
+
+class TokenWindows(torch.utils.data.Dataset):
+    """Every window of ``block_size + 1`` consecutive tokens of a stream, as ``(x, y)``
+    pairs (``y`` is ``x`` shifted by one): the training examples of a language model.
+
+    Examples:
+        >>> import torch
+        >>> w = TokenWindows(torch.arange(10), block_size=4)
+        >>> len(w), [t.tolist() for t in w[2]]
+        (6, [[2, 3, 4, 5], [3, 4, 5, 6]])
+    """
+
+    def __init__(self, tokens: Tensor, block_size: int) -> None:
+        if tokens.dim() != 1:
+            raise ValueError(f"tokens: expected a 1-D tensor, got shape {tuple(tokens.shape)}")
+        if block_size < 1 or len(tokens) < block_size + 1:
+            raise ValueError(f"block_size: {block_size} needs at least {block_size + 1} "
+                             f"tokens, have {len(tokens)}")
+        self.tokens, self.block_size = tokens, int(block_size)
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.block_size
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        w = self.tokens[i:i + self.block_size + 1]
+        return w[:-1], w[1:]
+
+
+def disjoint_windows(tokens: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """Non-overlapping windows ``(x, y)`` of shape ``(N, block_size)`` covering the stream
+    (the last, partial window is dropped): validation and test examples.
+
+    Examples:
+        >>> import torch
+        >>> x, y = disjoint_windows(torch.arange(10), 3)
+        >>> x.tolist(), y[0].tolist()
+        ([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [1, 2, 3])
+    """
+    n = (len(tokens) - 1) // block_size
+    if n < 1:
+        raise ValueError(f"block_size: {block_size} needs at least {block_size + 1} tokens, "
+                         f"have {len(tokens)}")
+    x = tokens[: n * block_size].reshape(n, block_size)
+    y = tokens[1 : n * block_size + 1].reshape(n, block_size)
     return x, y

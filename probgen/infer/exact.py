@@ -109,6 +109,13 @@ def _compile(bn: BayesNet) -> _Compiled:
 
 
 # --- input checks ---------------------------------------------------------------------
+def _known(c: _Compiled) -> str:
+    """The network's variables, for error messages (the first 30 of a large network)."""
+    names = sorted(c.card)
+    more = f", ... ({len(names)} in all)" if len(names) > 30 else ""
+    return f"; the network's variables are {', '.join(names[:30])}{more}"
+
+
 def _check_query(c: _Compiled, variables: Sequence[str], evidence: Mapping[str, Any]) -> None:
     if isinstance(variables, str):
         raise EvidenceError(f"variables must be a list of names, got the string {variables!r}")
@@ -118,10 +125,10 @@ def _check_query(c: _Compiled, variables: Sequence[str], evidence: Mapping[str, 
         raise EvidenceError(f"a query variable is repeated: {list(variables)}")
     for v in variables:
         if v not in c.card:
-            raise EvidenceError(f"unknown query variable {v!r}")
+            raise EvidenceError(f"unknown query variable {v!r}{_known(c)}")
     for v in evidence:
         if v not in c.card:
-            raise EvidenceError(f"unknown evidence variable {v!r}")
+            raise EvidenceError(f"unknown evidence variable {v!r}{_known(c)}")
     both = [v for v in variables if v in evidence]
     if both:
         raise EvidenceError(f"variable {both[0]!r} is both queried and given as evidence")
@@ -325,7 +332,8 @@ def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
     codes = {}
     for col in evidence.columns:
         if col not in c.card:
-            raise EvidenceError(f"unknown evidence variable {col!r} (a DataFrame column)")
+            raise EvidenceError(f"unknown evidence variable {col!r} (a DataFrame column)"
+                                f"{_known(c)}")
         series = evidence[col]
         missing = series.isna().to_numpy()
         states = c.states[col]
@@ -361,7 +369,7 @@ def _batch_table(
     observed = {v: x for v, x in codes.items() if (x >= 0).any()}
     for v in variables:
         if v not in c.card:
-            raise EvidenceError(f"unknown query variable {v!r}")
+            raise EvidenceError(f"unknown query variable {v!r}{_known(c)}")
         if v in observed:
             raise EvidenceError(
                 f"variable {v!r} is both queried and observed in the evidence column {v!r}"

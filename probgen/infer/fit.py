@@ -156,6 +156,17 @@ def _make_optimizer(optimizer: str | Callable, params: list[torch.Tensor], lr: f
     return table[optimizer](params, **kwargs)
 
 
+def _tensorboard_writer(out: Path | None) -> Any:
+    if out is None:
+        raise ProbgenError("tensorboard: logging needs a run folder (out=...)")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ProbgenError("tensorboard: the tensorboard package is not installed "
+                           "(pip install 'probgen[tensorboard]')") from None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -217,6 +228,9 @@ def fit(
     grad_clip: float | None = None,
     sample_fn: Callable[[int], torch.Tensor] | None = None,
     num_samples: int = 64,
+    lr_schedule: Callable[[int], float] | None = None,
+    run_config: dict[str, Any] | None = None,
+    tensorboard: bool = False,
 ) -> FitResult:
     """Train ``model``/``guide`` on ``data`` by minimising ``objective``.
 
@@ -238,6 +252,13 @@ def fit(
             the end.
         val_every: steps between validations.
         patience: stop after this many validations without improvement.
+        lr_schedule: ``step -> factor``; before step ``s`` (1-based) every parameter group's
+            learning rate is its initial one times ``lr_schedule(s)`` (a pure function of
+            the step, so a resumed run follows the same schedule).
+        run_config: what a family stores beside the engine's settings in ``config.json``
+            (then ``{**run_config, "fit": <engine settings>}``).
+        tensorboard: also log the history to TensorBoard event files in ``out/tensorboard``
+            (needs the ``tensorboard`` package: ``pip install probgen[tensorboard]``).
 
     The logged ``loss`` is per example: the objective's batch sum over ``batch_size``.
 
@@ -295,11 +316,14 @@ def fit(
         if resume and existing is not None:
             ckpt = runs.load_checkpoint(out)
             old = runs.read_json(out / "config.json")
+            old = old.get("fit", old) if isinstance(old, dict) else {}
             for key in ("objective", "batch_size", "lr", "seed", "optimizer", "data"):
                 if old.get(key) != config[key]:
                     raise ProbgenError(f"resume: {key} differs from the saved run "
                                        f"({old.get(key)!r} vs {config[key]!r})")
-        runs.atomic_write_json(out / "config.json", config)
+        runs.atomic_write_json(out / "config.json",
+                               config if run_config is None else {**run_config, "fit": config})
+    writer = _tensorboard_writer(out) if tensorboard else None
 
     _seed_all(seed)
     modules: dict[str, torch.nn.Module] = {}
@@ -317,6 +341,7 @@ def fit(
     params = _Params(modules, pyro_params, list(getattr(objective, "parameters", list)()))
     opt = _make_optimizer(optimizer, params.trainable, lr)
     own_opts = dict(getattr(objective, "optimizers", dict)() or {})
+    base_lrs = [[g["lr"] for g in o.param_groups] for o in (opt, *own_opts.values())]
     before = getattr(objective, "before_step", None)
     if isinstance(objective, Objective) and type(objective).before_step is Objective.before_step:
         before = None  # skip a no-op call per step
@@ -366,6 +391,11 @@ def fit(
     try:
         for step in range(start + 1, steps + 1):
             batch = sampler.next()
+            if lr_schedule is not None:
+                factor = float(lr_schedule(step))
+                for o, lrs in zip((opt, *own_opts.values()), base_lrs):
+                    for g, base_lr in zip(o.param_groups, lrs):
+                        g["lr"] = base_lr * factor
             if before is not None:
                 logs = before(model, guide, *batch)
             loss = objective.loss(model, guide, *batch)
@@ -404,6 +434,11 @@ def fit(
                         best["bad"] += 1
                         stopped = patience is not None and best["bad"] >= patience
                 history.append(row)
+                if writer is not None:
+                    for key, value in row.items():
+                        if key not in ("step", "time") and isinstance(value, (int, float)):
+                            writer.add_scalar(key, value, step)
+                    writer.flush()
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
             if stopped or (checkpoint_every is not None and step % checkpoint_every == 0):
@@ -415,6 +450,8 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        if writer is not None:
+            writer.close()
     elapsed = time.perf_counter() - t0
     if val_data is not None and best_state is None and out is not None \
             and (out / "best.safetensors").exists():

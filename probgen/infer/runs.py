@@ -85,12 +85,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the new one."""
+    """Write ``data`` to ``path`` so readers see either the old file or the new one.
+
+    The file gets the usual permissions (``0o666`` less the umask), not the private mode of
+    a temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -306,7 +317,9 @@ def save_checkpoint(
     final = root / (name or f"step-{step:08d}")
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+        os.chmod(tmp, 0o777 & ~_umask())
+        # clones: tied weights (one tensor under two names) cannot share storage in a file
+        save_file({k: v.detach().cpu().clone() for k, v in weights.items()},
                   str(tmp / "weights.safetensors"))
         opt_json: dict[str, Any] = {}
         opt_tensors: dict[str, torch.Tensor] = {}
@@ -326,6 +339,7 @@ def save_checkpoint(
         manifest = {f: _sha256(tmp / f) for f in files}
         (tmp / "manifest.json").write_text(json.dumps(manifest, sort_keys=True))
         for p in tmp.iterdir():
+            os.chmod(p, 0o666 & ~_umask())  # safetensors writes private (0600) files
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
         if final.exists():

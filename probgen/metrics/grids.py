@@ -75,6 +75,9 @@ def _write_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # the usual mode, not a temporary file's private one
     with os.fdopen(fd, "wb") as f:
         f.write(buf.getvalue())
         f.flush()

@@ -4,12 +4,23 @@
 - :mod:`probgen.models.vae`: VAEs and VQ-VAE;
 - :mod:`probgen.models.flows`: normalizing flows.
 
-Each is a thin constructor over the shared engine (:func:`probgen.infer.fit.fit`).
+Every family registers the same contract (:mod:`probgen.models.family`): a typed config,
+``train`` and ``load``, runs that ``sample``, ``evaluate`` and ``save_samples``. Each is a
+thin constructor over the shared engine (:func:`probgen.infer.fit.fit`).
+
+Examples:
+    >>> from probgen.models import family_names
+    >>> family_names()[:3]
+    ['arm', 'flow', 'gpt']
 """
 
 from probgen.models import arm, flows, vae
 from probgen.models.arm import *  # noqa: F401,F403
+from probgen.models.config import RunConfig, build_config, option
+from probgen.models.family import Family, Run, family_names, get_family, load_run, register, train
 from probgen.models.flows import *  # noqa: F401,F403
 from probgen.models.vae import *  # noqa: F401,F403
 
-__all__ = ["arm", "vae", "flows", *arm.__all__, *vae.__all__, *flows.__all__]
+__all__ = ["arm", "vae", "flows", "train", "load_run", "Family", "Run", "RunConfig", "option",
+           "build_config", "register", "get_family", "family_names",
+           *arm.__all__, *vae.__all__, *flows.__all__]

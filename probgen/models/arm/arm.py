@@ -31,10 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
@@ -44,14 +41,12 @@ from torch.nn import functional as F
 from probgen.errors import ProbgenError
 from probgen.graph import BayesNet
 from probgen.graph.cpd import NeuralCPD
-from probgen.infer import runs
 from probgen.nn.causal_conv import CausalConvNet
-from probgen.nn.made import MADE, _positive
+from probgen.nn.made import MADE
 from probgen.nn.pixelcnn import GatedPixelCNN
 from probgen.program.compile import Program
 
-__all__ = ["ARMDistribution", "ARM", "chain_graph", "build_net", "train_arm", "load_arm_run",
-           "check_levels", "DEFAULTS", "FAST"]
+__all__ = ["ARMDistribution", "ARM", "chain_graph", "build_net", "check_levels"]
 
 
 def check_levels(x: Tensor, num_levels: int, dims: int) -> Tensor:
@@ -300,14 +295,7 @@ class _EvalARMDistribution(ARMDistribution):
             return super().sample(sample_shape)
 
 
-# ----------------------------------------------------------------------------- training runs
-
-#: Default recipe of ``train_arm`` (``fast=True`` swaps in ``FAST``): chosen on validation.
-DEFAULTS: dict[str, Any] = {"steps": 3000, "members": 1, "channels": 32, "layers": 5,
-                            "dropout": 0.3, "input_dropout": 0.2, "ema_decay": 0.995,
-                            "batch_size": 64, "lr": 3e-3, "val_every": 250, "patience": 4}
-FAST: dict[str, Any] = {"steps": 30, "members": 1, "channels": 16, "layers": 3,
-                        "val_every": 15, "patience": None}
+# ----------------------------------------------------------------------------- networks
 
 
 def build_net(net: str, shape: Sequence[int] = (8, 8), num_levels: int = 17,
@@ -326,103 +314,3 @@ def build_net(net: str, shape: Sequence[int] = (8, 8), num_levels: int = 17,
     if net == "made":
         return MADE(dims, num_levels, hidden=[channels] * layers, dropout=dropout)
     raise ProbgenError(f"net: unknown {net!r}; choose 'pixelcnn', 'causal_conv' or 'made'")
-
-
-def _digits(data: str) -> tuple[Tensor, Tensor, Tensor]:
-    if data != "digits":
-        raise ProbgenError(f"data: unknown {data!r}; the ARM trains on 'digits'")
-    from probgen.data.digits import load_digits
-
-    return tuple(load_digits(s, "levels") for s in ("train", "val", "test"))  # type: ignore
-
-
-def train_arm(data: str = "digits", net: str = "pixelcnn", out: str | Path | None = None,
-              steps: int | None = None, *, members: int | None = None, fast: bool = False,
-              seed: int = 0, progress: bool = True, device: str = "cpu",
-              **overrides: Any) -> dict[str, Any]:
-    """Train an ARM (an ensemble of ``members``) on digits; return its exact test NLL.
-
-    Every member is trained by :func:`probgen.infer.fit.fit` with the likelihood objective,
-    early stopping on the validation split (best EMA weights kept). The members' uniform
-    mixture is scored exactly on the test split. ``overrides`` replace entries of
-    :data:`DEFAULTS` (``channels``, ``layers``, ``dropout``, ``input_dropout``,
-    ``ema_decay``, ``batch_size``, ``lr``, ``val_every``, ``patience``).
-
-    With ``out`` it writes a run folder: ``config.json``, ``member-k/`` (one ``fit`` run
-    each), ``weights.safetensors`` (the final networks), ``metrics.json`` (``test_nll`` in
-    nats per image, exact) and ``samples.png``; :func:`load_arm_run` reads it back.
-
-    Examples:
-        >>> m = train_arm(fast=True, steps=4, progress=False)
-        >>> m["kind"], m["test_nll"] > 0
-        ('exact', True)
-    """
-    from probgen.infer.fit import fit
-    from probgen.infer.likelihood import exact_nll
-
-    cfg = {**DEFAULTS, **(FAST if fast else {})}
-    unknown = sorted(set(overrides) - set(DEFAULTS))
-    if unknown:
-        raise ProbgenError(f"unknown training options {unknown}; choose from {sorted(DEFAULTS)}")
-    cfg.update(overrides, **{k: v for k, v in (("steps", steps), ("members", members))
-                             if v is not None})
-    cfg["val_every"] = min(cfg["val_every"], cfg["steps"])
-    train, val, test = _digits(data)
-    out = Path(out) if out is not None else None
-    config = {"data": data, "net": net, "seed": seed, "fast": fast, "shape": [8, 8],
-              "num_levels": 17, **cfg}
-    if out is not None:
-        if (out / "config.json").exists():
-            raise ProbgenError(f"out: {out} already holds a run; choose a new folder")
-        out.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_json(out / "config.json", config)
-    trained, histories = [], []
-    t0 = time.perf_counter()
-    for k in range(_positive(cfg["members"], "members")):
-        torch.manual_seed(seed + 1000 * k)
-        arm = ARM(build_net(net, (8, 8), 17, cfg["channels"], cfg["layers"], cfg["dropout"]),
-                  input_dropout=cfg["input_dropout"], ema_decay=cfg["ema_decay"])
-        res = fit(arm, None, train, objective="likelihood", steps=cfg["steps"],
-                  batch_size=cfg["batch_size"], lr=cfg["lr"], seed=seed + 1000 * k,
-                  device=device, progress=progress, val_data=val, val_every=cfg["val_every"],
-                  log_every=cfg["val_every"], patience=cfg["patience"],
-                  out=None if out is None else out / f"member-{k}", sample_fn=_unit(arm))
-        trained.append(arm)
-        histories.append({"best_val_nll": res.final.get("best_val_loss"),
-                          "best_step": res.final.get("best_step"), "steps": res.steps})
-    model = ARM.mixture(trained)
-    model.eval()
-    val_ll, test_ll = exact_nll(model, val), exact_nll(model, test)
-    metrics = {"kind": "exact", "test_nll": test_ll.nll, "test_stderr": test_ll.stderr,
-               "test_bits_per_dim": test_ll.bits_per_dim, "val_nll": val_ll.nll,
-               "members": histories, "time_s": time.perf_counter() - t0}
-    if out is not None:
-        runs.save_tensors(out / "weights.safetensors", model.state_dict())
-        from probgen.metrics.grids import save_samples
-
-        save_samples(model.sample(64) / 16.0, out / "samples.png")
-        runs.atomic_write_json(out / "metrics.json", metrics)
-    return metrics
-
-
-def _unit(arm: ARM) -> Callable[[int], Tensor]:
-    return lambda n: arm.sample(n).float() / (arm.num_levels - 1)
-
-
-def load_arm_run(run_dir: str | Path) -> ARM:
-    """The trained ARM (ensemble) of a :func:`train_arm` run folder, in eval mode.
-
-    Examples:
-        >>> import tempfile
-        >>> d = tempfile.mkdtemp() + "/run"
-        >>> _ = train_arm(out=d, fast=True, steps=4, progress=False)
-        >>> load_arm_run(d).sample(2).shape
-        torch.Size([2, 64])
-    """
-    d = runs.require_files(run_dir, ("config.json", "weights.safetensors"), "train_arm")
-    c = runs.read_json(d / "config.json")
-    nets = [build_net(c["net"], c["shape"], c["num_levels"], c["channels"], c["layers"])
-            for _ in range(c["members"])]
-    model = ARM(nets, name="arm-ensemble")
-    model.load_state_dict(runs.load_tensors(d / "weights.safetensors"))
-    return model.eval()

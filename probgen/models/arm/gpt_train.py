@@ -1,251 +1,271 @@
-"""Train a GPT on text and use the result: a plain loop, a run folder, text generation.
+"""The GPT family (``probgen train gpt``): a GPT fitted to text through the shared engine.
 
-:func:`train_gpt` fits a :class:`~probgen.models.arm.gpt.GPT` to a corpus (the embedded default
-of :mod:`probgen.data.text`, a user's file, or a string) by maximum likelihood with AdamW,
-reporting the validation negative log-likelihood in nats per token and bits per token.
-With ``out_dir`` it writes one run folder::
+The text (the embedded corpus, ``--data text``, or a local ``.txt`` file) is split 80 / 10 /
+10 by characters; the tokenizer's vocabulary is fitted on the whole text (a character or
+word list, nothing learned from its order). As a Pyro program the model is the chain of
+tokens with one causal conditional: ``y ~ Categorical(logits=GPT(x))`` for every window
+``x`` of ``block_size`` tokens and its shift ``y``, trained by :func:`probgen.infer.fit.fit`
+with the exact likelihood, AdamW (weight decay on matrices only, betas 0.9 / 0.95), a linear
+warm-up then a cosine decay to ``lr / 10`` at ``decay_steps``, and gradient clipping at
+``grad_clip`` for the per-token loss. Validation and test NLL are exact over disjoint
+windows, in nats per token.
 
-    config.json        model config, tokenizer kind and training arguments
-    model.safetensors  weights (the tied output layer is stored once)
-    tokenizer.json     the fitted tokenizer
-    metrics.json       the loss history
-    samples.txt        a sample from the trained model
-
-:func:`load_gpt_run` reads it back and :func:`generate_text` continues a prompt. These are
-the hooks of the ``probgen`` command line.
+The run folder holds the engine's files, ``tokenizer.json`` and ``samples.txt``;
+:func:`generate_text` continues a prompt with a run (``probgen generate``).
 
 Examples:
-    >>> from probgen.models.arm.gpt_train import train_gpt, generate_text
-    >>> run = train_gpt(text="abcabcabc " * 50, steps=30, block_size=16, n_layer=1,
-    ...                 n_head=2, n_embd=32, batch_size=8, progress=False)
-    >>> run.history[-1]["val_nll"] < run.history[0]["val_nll"]
-    True
-    >>> len(generate_text(run, "abc", max_new_tokens=5, temperature=0))
-    8
+    >>> from probgen.data.splits import text_splits
+    >>> from probgen.models.family import train
+    >>> run = train("gpt", data=text_splits("abcabcabc " * 60), progress=False, steps=40,
+    ...             block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=8, val_every=20)
+    >>> run.metrics["nll_kind"]
+    'exact (nats per token, disjoint windows of 16)'
+    >>> generate_text(run, "abc", max_new_tokens=5, temperature=0)
+    'abcabcab'
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import pyro
+import pyro.distributions as dist
 import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
-from tqdm.auto import tqdm
+from torch import Tensor, nn
 
-from probgen.data.text import load_text, sample_batch, split_tokens
+from probgen.data.splits import DataSplits
+from probgen.data.text import TokenWindows, disjoint_windows
+from probgen.errors import ProbgenError
 from probgen.models.arm.gpt import GPT, GPTConfig
-from probgen.nn.tokenizers import EOS, Tokenizer, get_tokenizer, load_tokenizer
+from probgen.models.config import ConfigError, RunConfig, option
+from probgen.models.family import Family, Run, TrainContext
+from probgen.nn.tokenizers import Tokenizer, get_tokenizer, load_tokenizer
 
-__all__ = ["GPTRun", "train_gpt", "evaluate_gpt", "save_gpt_run", "load_gpt_run",
-           "generate_text"]
+__all__ = ["GPTTrainConfig", "GPTRun", "generate_text", "FAMILY"]
 
 
 @dataclass
-class GPTRun:
-    """A trained model with its tokenizer, loss history and (if saved) its folder."""
+class GPTTrainConfig(RunConfig):
+    """Settings of ``probgen train gpt`` (``--show-config`` lists them with their help)."""
 
-    model: GPT
-    tokenizer: Tokenizer
-    history: list[dict[str, float]] = field(default_factory=list)
-    train_args: dict[str, Any] = field(default_factory=dict)
-    run_dir: Path | None = None
+    steps: int = option(2000, "training steps")
+    batch_size: int = option(32, "windows per step")
+    val_every: int = option(200, "steps between validations")
+    patience: int | None = option(None, "validations without improvement before stopping")
+    tokenizer: Literal["char", "word", "gpt2"] = option("char", "tokenizer (gpt2: tiktoken)")
+    block_size: int = option(128, "context length in tokens")
+    n_layer: int = option(4, "transformer blocks")
+    n_head: int = option(4, "attention heads")
+    n_embd: int = option(128, "embedding width")
+    dropout: float = option(0.1, "dropout")
+    weight_decay: float = option(0.1, "AdamW weight decay of the weight matrices")
+    warmup: int = option(100, "steps of linear learning-rate warm-up")
+    decay_steps: int | None = option(None, "step where the cosine decay ends at lr / 10 "
+                                           "(none: steps)")
+    grad_clip: float = option(1.0, "gradient-norm clip of the per-token loss")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_head: n_embd={self.n_embd} is not divisible by {self.n_head}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.warmup < 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ConfigError("warmup, weight_decay: must be >= 0; grad_clip: > 0")
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise ConfigError(f"decay_steps: must be >= 1 or none, got {self.decay_steps}")
+
+
+class _LanguageModel(nn.Module):
+    """The Pyro program of a GPT: each window's next tokens observed under its logits."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def model(self, x: Tensor, y: Tensor) -> None:
+        logits = self.gpt(x)  # (B, T, V)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Categorical(logits=logits).to_event(1), obs=y)
+
+
+class GPTRun(Run):
+    """A trained GPT (``run.model``) with its tokenizer."""
+
+    family = "gpt"
+    sample_file = "samples.txt"
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, config: GPTTrainConfig,
+                 data: DataSplits | dict[str, Any], run_dir: str | Path | None = None) -> None:
+        super().__init__(config, data, run_dir)
+        self.model, self.tokenizer = model, tokenizer
+
+    def modules(self) -> list[nn.Module]:
+        return [self.model]
+
+    def _start(self) -> int:
+        for token in ("\n", " "):
+            try:
+                ids = self.tokenizer.encode(token)
+            except ValueError:
+                continue
+            if len(ids) == 1:
+                return ids[0]
+        return self.tokenizer.eos_id()
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None) -> Tensor:
+        """``n`` sequences of token ids ``(n, block_size)``, sampled at temperature 1 from a
+        newline (or the end-of-text token)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ProbgenError(f"n: must be a positive integer, got {n!r}")
+        device = self.model.transformer.wte.weight.device
+        gen = torch.Generator(device=device).manual_seed(0 if seed is None else seed)
+        start = torch.full((n, 1), self._start(), dtype=torch.long, device=device)
+        was = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(start, self.model.config.block_size - 1, 1.0,
+                                      generator=gen)
+        finally:
+            self.model.train(was)
+        return out.cpu()
+
+    def as_text(self, samples: Tensor) -> str:
+        return "\n\n----\n\n".join(self.tokenizer.decode(row) for row in samples)
+
+    def figures(self, progress: bool = False) -> dict[str, Any]:
+        """Exact test and validation NLL in nats per token over disjoint windows."""
+        block = self.model.config.block_size
+        val, test = (_nll(self.model, _encode(self.tokenizer, t), block)
+                     for t in (self.splits.val, self.splits.test))
+        return {"test_nll": test, "test_bpd": test / math.log(2),
+                "nll_kind": f"exact (nats per token, disjoint windows of {block})",
+                "val_nll": val}
 
 
 @torch.no_grad()
-def evaluate_gpt(model: GPT, tokens: Tensor, batch_size: int = 16, n_batches: int = 10,
-                 generator: torch.Generator | None = None) -> float:
-    """Mean negative log-likelihood (nats per token) of random windows of ``tokens``."""
-    was_training = model.training
-    model.eval()
+def _nll(model: GPT, ids: Tensor, block: int) -> float:
+    x, y = disjoint_windows(ids, min(block, len(ids) - 1))
     device = model.transformer.wte.weight.device
-    block = min(model.config.block_size, len(tokens) - 1)
-    losses = []
-    for _ in range(n_batches):
-        x, y = sample_batch(tokens, batch_size, block, generator)
-        losses.append(model.loss(x.to(device), y.to(device)).item())
-    model.train(was_training)
-    return sum(losses) / len(losses)
-
-
-def train_gpt(
-    text: str | None = None,
-    path: str | Path | None = None,
-    tokenizer: str | Tokenizer = "char",
-    block_size: int = 128,
-    n_layer: int = 4,
-    n_head: int = 4,
-    n_embd: int = 128,
-    dropout: float = 0.1,
-    steps: int = 2000,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 0.1,
-    warmup: int = 100,
-    eval_every: int = 200,
-    eval_batches: int = 10,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    device: str = "cpu",
-    out_dir: str | Path | None = None,
-    progress: bool = True,
-) -> GPTRun:
-    """Train a GPT by maximum likelihood on ``text``, the file at ``path``, or the default corpus.
-
-    ``tokenizer`` is ``"char"``, ``"word"`` (fitted on the training text), ``"gpt2"`` (tiktoken,
-    when available offline) or a :class:`~probgen.nn.tokenizers.Tokenizer`. The learning
-    rate warms up linearly for ``warmup`` steps, then follows a cosine to ``lr / 10``.
-    Returns a :class:`GPTRun`; with ``out_dir`` the run folder is written too.
-    """
-    if text is not None and path is not None:
-        raise ValueError("path: give either text or path, not both")
-    for name, value in [("steps", steps), ("batch_size", batch_size),
-                        ("eval_every", eval_every), ("eval_batches", eval_batches)]:
-        if value < 1:
-            raise ValueError(f"{name}: must be >= 1, got {value}")
-    if lr <= 0:
-        raise ValueError(f"lr: must be > 0, got {lr}")
-    if text is None:
-        text = load_text(path)
-    elif not text:
-        raise ValueError("text: empty")
-    train_args = {k: v for k, v in locals().items()
-                  if k not in ("text", "tokenizer", "path", "out_dir")}
-    train_args["path"] = None if path is None else str(path)
-
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    n_val_chars = int(len(text) * val_fraction)
-    train_text = text[: len(text) - n_val_chars]
-    tok = get_tokenizer(tokenizer, train_text) if isinstance(tokenizer, str) else tokenizer
-    if not isinstance(tok, Tokenizer):
-        raise ValueError(f"tokenizer: expected a name or a Tokenizer, got {type(tok).__name__}")
-    ids = torch.tensor(_encode_lenient(tok, text), dtype=torch.long)
-    train_ids, val_ids = split_tokens(ids, val_fraction)
-    if len(val_ids) < 2:
-        val_ids = train_ids
-    block_size = min(block_size, len(train_ids) - 1)
-    if block_size < 1:
-        raise ValueError("text: too short to train on")
-
-    config = GPTConfig(tok.vocab_size, block_size, n_layer, n_head, n_embd, dropout)
-    model = GPT(config).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, steps - warmup)
-        return lr / 10 + 0.5 * (lr - lr / 10) * (1 + math.cos(math.pi * min(t, 1.0)))
-
-    history: list[dict[str, float]] = []
-
-    def log(step: int, train_loss: float) -> None:
-        val = evaluate_gpt(model, val_ids, batch_size, eval_batches, gen)
-        history.append({"step": step, "train_nll": train_loss, "val_nll": val,
-                        "val_bits_per_token": val / math.log(2)})
-
-    model.train()
-    bar = tqdm(range(steps), disable=not progress, desc="train_gpt")
-    running = float("nan")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        x, y = sample_batch(train_ids, batch_size, block_size, gen)
-        loss = model.loss(x.to(device), y.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
-        if step == 0 or (step + 1) % eval_every == 0 or step == steps - 1:
-            log(step + 1, running)
-            bar.set_postfix(train=f"{running:.3f}", val=f"{history[-1]['val_nll']:.3f}")
+    was = model.training
     model.eval()
-    run = GPTRun(model, tok, history, train_args)
-    if out_dir is not None:
-        save_gpt_run(run, out_dir)
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(x), 64):
+            xb, yb = x[i:i + 64].to(device), y[i:i + 64].to(device)
+            logits = model(xb)
+            total += float(torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum"))
+            count += yb.numel()
+    finally:
+        model.train(was)
+    return total / count
+
+
+def _encode(tok: Tokenizer, text: str) -> Tensor:
+    return torch.tensor(tok.encode(text), dtype=torch.long)
+
+
+def _tokenizer(config: GPTTrainConfig, splits: DataSplits, out: Path | None) -> Tokenizer:
+    saved = None if out is None else out / "tokenizer.json"
+    if saved is not None and saved.is_file():
+        return load_tokenizer(saved)
+    text = splits.train + splits.val + splits.test
+    try:
+        return get_tokenizer(config.tokenizer, text)
+    except ValueError as exc:
+        raise ProbgenError(f"tokenizer: {exc}") from None
+
+
+def _optimizer(weight_decay: float, lr: float) -> Any:
+    def adamw(params: list[Tensor]) -> torch.optim.Optimizer:
+        decay = [p for p in params if p.dim() >= 2]
+        other = [p for p in params if p.dim() < 2]
+        return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                  {"params": other, "weight_decay": 0.0}],
+                                 lr=lr, betas=(0.9, 0.95))
+    return adamw
+
+
+def _schedule(warmup: int, steps: int) -> Any:
+    """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0.1 (step is 1-based)."""
+    def factor(step: int) -> float:
+        if step <= warmup:
+            return step / max(1, warmup)
+        t = min(1.0, (step - 1 - warmup) / max(1, steps - warmup))
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * t))
+    return factor
+
+
+def _fit(config: GPTTrainConfig, splits: DataSplits, ctx: TrainContext) -> GPTRun:
+    tok = _tokenizer(config, splits, ctx.out)
+    train_ids = _encode(tok, splits.train)
+    val_ids = _encode(tok, splits.val)
+    block = config.block_size
+    if len(train_ids) < block + 1 or len(val_ids) < block + 1:
+        raise ProbgenError(f"block_size: {block} is longer than the text allows (train "
+                           f"{len(train_ids)} tokens, validation {len(val_ids)}); lower it")
+    torch.manual_seed(config.seed)
+    gpt = GPT(GPTConfig(tok.vocab_size, block, config.n_layer, config.n_head, config.n_embd,
+                        config.dropout))
+    if ctx.out is not None:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        tok.save(ctx.out / "tokenizer.json")
+    lm = _LanguageModel(gpt)
+    run = GPTRun(gpt, tok, config, splits, ctx.out)
+    tokens = config.batch_size * block  # the engine sums the loss over every token
+    ctx.fit(lm.model, None, TokenWindows(train_ids, block), objective="likelihood",
+            steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+            optimizer=_optimizer(config.weight_decay, config.lr),
+            lr_schedule=_schedule(config.warmup, config.decay_steps or config.steps),
+            grad_clip=config.grad_clip * tokens, val_data=disjoint_windows(val_ids, block),
+            val_every=config.val_every, patience=config.patience, log_every=config.val_every)
+    gpt.eval()
     return run
 
 
-def _encode_lenient(tok: Tokenizer, text: str) -> list[int]:
-    """Encode, dropping characters a char tokenizer fitted on the train split has not seen."""
-    try:
-        return tok.encode(text)
-    except ValueError:
-        known = getattr(tok, "stoi", None)
-        if known is None:
-            raise
-        return tok.encode("".join(ch for ch in text if ch in known))
+def _load(run_dir: Path, config: GPTTrainConfig, data: dict[str, Any]) -> GPTRun:
+    from probgen.infer import runs
+
+    d = runs.require_files(run_dir, ("weights.safetensors", "tokenizer.json"), "GPT")
+    tok = load_tokenizer(d / "tokenizer.json")
+    gpt = GPT(GPTConfig(tok.vocab_size, config.block_size, config.n_layer, config.n_head,
+                        config.n_embd, config.dropout))
+    weights = runs.load_tensors(d / "weights.safetensors")
+    state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
+    missing, unexpected = _LanguageModel(gpt).load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise runs.RunFolderError(f"{d}/weights.safetensors does not match the GPT "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return GPTRun(gpt.eval(), tok, config, data, run_dir)
 
 
-def save_gpt_run(run: GPTRun, out_dir: str | Path) -> Path:
-    """Write the run folder described in the module docs; returns its path."""
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    config = {"model": run.model.config.to_dict(), "tokenizer": run.tokenizer.to_dict()["type"],
-              "train": run.train_args}
-    (d / "config.json").write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()
-             if k != "lm_head.weight"}  # tied to transformer.wte.weight
-    save_file(state, str(d / "model.safetensors"))
-    run.tokenizer.save(d / "tokenizer.json")
-    (d / "metrics.json").write_text(json.dumps(run.history, indent=2))
-    try:
-        prompt = run.tokenizer.decode(run.tokenizer.encode("\n"))
-    except ValueError:  # a vocabulary without a newline
-        prompt = EOS
-    sample = generate_text(run, prompt, max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
-    (d / "samples.txt").write_text(sample, encoding="utf-8")
-    run.run_dir = d
-    return d
-
-
-def load_gpt_run(run_dir: str | Path, device: str = "cpu") -> GPTRun:
-    """Read a folder written by :func:`train_gpt` / :func:`save_gpt_run`."""
-    d = Path(run_dir)
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        if not (d / name).is_file():
-            raise ValueError(f"run_dir: {str(run_dir)!r} has no {name}")
-    config = json.loads((d / "config.json").read_text())
-    model = GPT(GPTConfig.from_dict(config["model"]))
-    state = load_file(str(d / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ValueError(f"run_dir: weights do not match the config ({missing}, {unexpected})")
-    metrics = d / "metrics.json"
-    history = json.loads(metrics.read_text()) if metrics.is_file() else []
-    return GPTRun(model.to(device).eval(), load_tokenizer(d / "tokenizer.json"), history,
-                  config.get("train", {}), d)
-
-
-def generate_text(
-    run: GPTRun | str | Path,
-    prompt: str,
-    max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    stop: str | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-) -> str:
-    """Continue ``prompt`` with a trained run (a :class:`GPTRun` or its folder); returns
-    prompt + continuation. ``stop`` is a token (e.g. ``"<|endoftext|>"``) ending generation.
-    """
+def generate_text(run: GPTRun | str | Path, prompt: str, max_new_tokens: int = 200,
+                  temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+                  repetition_penalty: float = 1.0, stop: str | None = None,
+                  seed: int | None = None, use_cache: bool = True) -> str:
+    """Continue ``prompt`` with a GPT run (a :class:`GPTRun` or its folder); returns prompt
+    plus continuation. ``stop`` is a token (e.g. ``"<|endoftext|>"``) ending generation."""
     if not isinstance(run, GPTRun):
-        run = load_gpt_run(run)
+        from probgen.models.family import load_run
+
+        loaded = load_run(run)
+        if not isinstance(loaded, GPTRun):
+            raise ProbgenError(f"run: {str(run)!r} is a {loaded.family} run, not a GPT run")
+        run = loaded
     if not prompt:
-        raise ValueError("prompt: must not be empty")
-    ids = run.tokenizer.encode(prompt)
+        raise ProbgenError("prompt: must not be empty")
+    try:
+        ids = run.tokenizer.encode(prompt)
+    except ValueError as exc:
+        raise ProbgenError(f"prompt: {exc}") from None
     device = run.model.transformer.wte.weight.device
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     gen = None if seed is None else torch.Generator(device=device).manual_seed(seed)
@@ -254,3 +274,16 @@ def generate_text(
                              repetition_penalty, stops, gen)
     return run.tokenizer.decode(out[0])
 
+
+FAMILY = Family(
+    name="gpt",
+    description="GPT: a decoder-only transformer, the chain of tokens with one causal network",
+    config=GPTTrainConfig,
+    fit=_fit,
+    load=_load,
+    kinds=("text",),
+    default_data="text",
+    data_names=("text",),
+    fast={"*": {"steps": 50, "val_every": 25, "n_layer": 2, "n_embd": 64, "block_size": 64,
+                "batch_size": 16, "warmup": 10}},
+)

@@ -23,20 +23,13 @@ from probgen.models.flows.flows import (
     realnvp,
 )
 from probgen.models.flows.plots import plot_warp
-from probgen.models.flows.train import (
-    DATA_NAMES,
-    FlowRun,
-    coupling_flow,
-    evaluate_flow,
-    load_flow_run,
-    train_flow,
-)
+from probgen.models.flows.train import FlowConfig, FlowRun, coupling_flow
 
 __all__ = [
     "Flow", "build_flow", "realnvp", "maf", "iaf", "nsf", "glow", "check_invertible",
     "flow_model", "UniformDequantization", "VariationalDequantization",
     "log_likelihood_bound", "discrete_nll", "DiscreteNLL", "dequantized_model",
     "CNF", "CNFTransform", "plot_warp",
-    "train_flow", "load_flow_run", "evaluate_flow", "FlowRun", "coupling_flow", "DATA_NAMES",
+    "FlowConfig", "FlowRun", "coupling_flow",
     "FlowVAE", "compare_vae_guides", "train_flow_vae", "elbo_gain",
 ]

@@ -4,14 +4,8 @@ learned code prior."""
 
 from probgen.models.vae.nets import Decoder, Encoder
 from probgen.models.vae.priors import MixturePrior, StandardPrior, VampPrior
-from probgen.models.vae.vae import (
-    VAE,
-    VAERun,
-    evaluate_vae,
-    load_vae_run,
-    refine_guide,
-    train_vae,
-)
+from probgen.models.vae.train import VAEConfig, VAERun, evaluate_vae, refine_guide
+from probgen.models.vae.vae import VAE
 from probgen.models.vae.vq_prior import (
     fit_code_prior,
     nll_bound,
@@ -22,7 +16,7 @@ from probgen.models.vae.vq_prior import (
 from probgen.models.vae.vqvae import VQVAE, VectorQuantizer
 
 __all__ = [
-    "VAE", "VAERun", "train_vae", "load_vae_run", "evaluate_vae", "refine_guide",
+    "VAE", "VAEConfig", "VAERun", "evaluate_vae", "refine_guide",
     "StandardPrior", "MixturePrior", "VampPrior", "Encoder", "Decoder", "VQVAE", "VectorQuantizer",
     "fit_code_prior", "sample_codes", "sample_with_prior", "nll_bound", "train_vqvae_with_prior",
 ]

@@ -1,46 +1,78 @@
-"""Training and scoring the VAE family: :func:`train_vae` (``probgen train vae``),
-:func:`evaluate_vae`, per-example guide refinement, and run folders read back.
+"""The VAE family (``probgen train vae``): its config, training through ``fit``, scoring
+(:func:`evaluate_vae`, per-example guide refinement) and runs read back.
 
-:func:`train_vae` trains the default model on digits and writes a run folder (the hook of
-``probgen train vae``); :func:`load_vae_run` reads it back (``probgen sample`` / ``eval``).
-Everything here is re-exported by :mod:`probgen.models.vae.vae`.
+The default model on digits: a 16-dimensional standard-normal latent, an MLP encoder and
+an autoregressive pixel decoder (``likelihood="pixelcnn"``: each pixel also sees the two
+pixels to its left, see :mod:`probgen.models.vae.pixel_decoder`), trained by the ELBO with
+early stopping on the validation ELBO. Measured on 2 shared CPU cores (about 30 s of
+training, 1.5 min in all): test NLL 86.4 nats (IWAE-1000 with refined guides), -ELBO 87.0,
+KL 6.4 nats. The factorised categorical decoder (``--set likelihood=categorical``) gives
+94.5 / 95.2 at a KL of 6.1, so the gain does not come from ignoring ``z``.
 
 Examples:
-    >>> DEFAULTS["likelihood"], DEFAULTS["refine_steps"]
-    ('pixelcnn', 300)
+    >>> from probgen.models.family import train
+    >>> run = train("vae", fast=True, progress=False, latent_dim=4)
+    >>> run.vae.latent_dim, run.sample(2).shape, "fd" in run.metrics
+    (4, torch.Size([2, 64]), True)
 """
 
 from __future__ import annotations
 
-import tempfile
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyro
 import pyro.distributions as dist
 import torch
 
+from probgen.data.splits import DataSplits
 from probgen.errors import ProbgenError
 from probgen.infer.objectives import ELBO
+from probgen.models.config import ConfigError, RunConfig, option
+from probgen.models.family import Family, Run, TrainContext
 
 if TYPE_CHECKING:
     from probgen.models.vae.vae import VAE
 
-__all__ = ["DEFAULTS", "LocalGuide", "refine_guide", "evaluate_vae", "train_vae", "VAERun",
-           "load_vae_run"]
+__all__ = ["VAEConfig", "VAERun", "LocalGuide", "refine_guide", "evaluate_vae", "FAMILY"]
 
-#: Defaults of :func:`train_vae` on digits (figures in its docstring); ``pixelcnn`` holds
-#: :class:`~probgen.models.vae.pixel_decoder.PixelDecoder` settings (None: its defaults).
-DEFAULTS: dict[str, Any] = {
-    "latent_dim": 16, "hidden": (256, 256), "prior": "standard", "num_components": 100,
-    "likelihood": "pixelcnn", "dropout": 0.0, "objective": "elbo", "num_samples": 1,
-    "steps": 4000, "batch_size": 100, "lr": 1e-3, "val_every": 100, "patience": 10,
-    "weight_decay": 0.0, "refine_steps": 300, "pixelcnn": None,
-}
-_FAST = {"steps": 60, "val_every": 20, "refine_steps": 5}
-_FAST_EVAL_SAMPLES = 20
+
+@dataclass
+class VAEConfig(RunConfig):
+    """Settings of ``probgen train vae`` (``--show-config`` lists them with their help)."""
+
+    steps: int = option(4000, "training steps (early stopping may end sooner)")
+    batch_size: int = option(100, "examples per step")
+    latent_dim: int = option(16, "size of z")
+    hidden: tuple[int, ...] = option((256, 256), "hidden widths of encoder and decoder")
+    likelihood: Literal["pixelcnn", "categorical", "bernoulli", "bce", "gaussian", "mse",
+                        "l1"] = option("pixelcnn", "decoder p(x | z)")
+    prior: Literal["standard", "mixture", "vamp"] = option("standard", "prior p(z)")
+    num_components: int = option(100, "components of a mixture / VampPrior")
+    objective: Literal["elbo", "iwae"] = option("elbo", "training objective")
+    beta: float = option(1.0, "KL weight of the ELBO (beta > 1: beta-VAE)")
+    num_samples: int = option(1, "samples per example (ELBO particles, IWAE's K)")
+    dropout: float = option(0.0, "dropout in encoder and decoder")
+    weight_decay: float = option(0.0, "AdamW weight decay (0: Adam)")
+    eval_samples: int = option(1000, "importance samples per test example (test_nll)")
+    refine_steps: int = option(300, "per-example guide refinement steps before scoring")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("latent_dim", "num_components", "num_samples", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"hidden: needs positive widths, got {self.hidden}")
+        if self.beta < 0 or self.weight_decay < 0 or self.refine_steps < 0:
+            raise ConfigError("beta, weight_decay, refine_steps: must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.objective == "iwae" and self.beta != 1.0:
+            raise ConfigError("beta: IWAE has no beta weighting; use objective=elbo")
 
 
 class LocalGuide(torch.nn.Module):
@@ -100,7 +132,8 @@ def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
 
 
 def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int = 0,
-                 y: torch.Tensor | None = None, refine_steps: int = 0) -> dict[str, Any]:
+                 y: torch.Tensor | None = None, refine_steps: int = 0,
+                 progress: bool = False) -> dict[str, Any]:
     """Test figures of a trained VAE: importance-sampled NLL (``num_samples`` guide samples),
     negative ELBO (10 samples averaged), both in nats per example, and bits/dim;
     ``test_kl`` is the encoder's ``KL(q(z | x) || p(z))`` (closed form, or 10 samples), the
@@ -120,15 +153,23 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
 
     was = vae.training
     vae.eval()
+    x = x.to(vae._device())
+    y = None if y is None else y.to(x.device)
     data = x if y is None else (x, y)
     guide: Any = vae.guide
     kind = f"importance (K={num_samples})"
     if refine_steps:
         torch.manual_seed(seed)
+        if progress:
+            print(f"  refining a guide per test example ({refine_steps} steps) ...",
+                  file=sys.stderr, flush=True)
         guide = refine_guide(vae, x, refine_steps, y=y)
         kind = f"importance (K={num_samples}, per-example guide refined {refine_steps} steps)"
     bs = max(512, x.shape[0]) if refine_steps else 512
     with torch.no_grad():
+        if progress:
+            print(f"  importance-sampled NLL with K={num_samples} on {x.shape[0]} examples ...",
+                  file=sys.stderr, flush=True)
         ll = importance_nll(vae.model, guide, data, num_samples, batch_size=bs, seed=seed)
         elbo = elbo_nll(vae.model, guide, data, 10, batch_size=bs, seed=seed)
         q = vae.encoder(x.to(vae._device()), y)  # how much z carries: KL(q(z|x) || p(z))
@@ -143,80 +184,67 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
             "test_neg_elbo_stderr": elbo.stderr, "test_kl": kl}
 
 
-def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | None = None,
-              *, seed: int = 0, fast: bool = False, progress: bool = True,
-              eval_samples: int = 1000, **overrides: Any) -> dict[str, Any]:
-    """Train the default VAE on digits (17 levels) through :func:`probgen.infer.fit.fit`.
+class VAERun(Run):
+    """A trained VAE (``run.vae``) with its config and data."""
 
-    The defaults (:data:`DEFAULTS`; any of them can be overridden by keyword) stop early on
-    the validation ELBO and keep the best weights. With ``out`` the run folder holds
-    ``weights.safetensors``, ``vae.json`` (the VAE's config), ``samples.png`` and
-    ``metrics.json`` (``test_nll`` importance-sampled with ``eval_samples`` samples,
-    ``test_bpd``, ``nll_kind``, ``test_neg_elbo``, ``test_kl``, plus the engine's figures).
-    ``fast`` trains a few steps only (tests, tutorials). Returns the metrics.
+    family = "vae"
 
-    The test bounds use a per-example guide refined from the encoder
-    (``refine_steps``, see :func:`refine_guide`): the model is unchanged, the bounds are
-    tighter (``nll_kind`` says so; ``refine_steps=0`` scores with the encoder itself).
-    The default decoder is autoregressive (``likelihood="pixelcnn"``: each pixel also sees
-    the two pixels to its left, see :mod:`probgen.models.vae.pixel_decoder`). Measured on 2
-    shared CPU cores (about 30 s of training, 1.5 min in all): test NLL 86.4 nats
-    (IWAE-1000), -ELBO 87.0, KL 6.4 nats (seed 1: 86.8 / 87.4 / 5.7). The factorised
-    categorical decoder (``likelihood="categorical"``) gives 94.5 / 95.2 at a KL of 6.1, so
-    the gain does not come from ignoring ``z``. VampPrior, dropout and weight decay did not
-    help the factorised model on this split.
+    def __init__(self, vae: VAE, config: VAEConfig, data: DataSplits | dict[str, Any],
+                 run_dir: str | Path | None = None) -> None:
+        super().__init__(config, data, run_dir)
+        self.vae = vae
 
-    Examples:
-        >>> m = train_vae(fast=True, progress=False)
-        >>> sorted(k for k in m if k.startswith("test_"))[:3]
-        ['test_bpd', 'test_kl', 'test_neg_elbo']
-    """
-    from probgen.data.digits import NUM_LEVELS, load_digits
-    from probgen.infer import runs
-    from probgen.infer.fit import fit
-    from probgen.metrics.grids import save_grid
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.vae]
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """``n`` ancestral samples ``z ~ p(z), x ~ p(x | z)`` (levels for digits)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ProbgenError(f"n: must be a positive integer, got {n!r}")
+        with torch.random.fork_rng(devices=_cuda(self.vae), enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            was = self.vae.training
+            self.vae.eval()
+            try:
+                return self.vae.sample(n).cpu()
+            finally:
+                self.vae.train(was)
+
+    def figures(self, progress: bool = False) -> dict[str, Any]:
+        """Importance-sampled test NLL, -ELBO and KL (see :func:`evaluate_vae`)."""
+        c = self.config
+        return evaluate_vae(self.vae, self.splits.test, c.eval_samples, c.seed,
+                            refine_steps=c.refine_steps, progress=progress)
+
+
+def _cuda(module: torch.nn.Module) -> list[int]:
+    dev = next(module.parameters()).device
+    return [dev.index or 0] if dev.type == "cuda" else []
+
+
+def _build(config: VAEConfig, shape: tuple[int, ...], levels: int | None,
+           prior_init: torch.Tensor | None = None) -> VAE:
     from probgen.models.vae.vae import VAE
 
-    if data != "digits":
-        raise ProbgenError(f"data: train_vae supports 'digits', got {data!r}")
-    cfg = {**DEFAULTS, **(_FAST if fast else {}), **overrides}
-    if fast:
-        eval_samples = min(eval_samples, _FAST_EVAL_SAMPLES)
-    if steps is not None:
-        cfg["steps"] = steps
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ProbgenError(f"train_vae: unknown settings {sorted(unknown)}")
-    x, xv, xt = (load_digits(s, "levels") for s in ("train", "val", "test"))
+    return VAE(shape, config.latent_dim, likelihood=config.likelihood, num_levels=levels,
+               hidden=config.hidden, prior=config.prior, num_components=config.num_components,
+               prior_init=prior_init, objective=config.objective, beta=config.beta,
+               num_samples=config.num_samples, dropout=config.dropout)
+
+
+def _fit(config: VAEConfig, splits: DataSplits, ctx: TrainContext) -> VAERun:
+    levels = splits.levels
     pyro.clear_param_store()
-    torch.manual_seed(seed)
-    vae = VAE((64,), cfg["latent_dim"], likelihood=cfg["likelihood"], num_levels=NUM_LEVELS,
-              hidden=cfg["hidden"], prior=cfg["prior"], num_components=cfg["num_components"],
-              prior_init=x.float() / (NUM_LEVELS - 1), objective=cfg["objective"],
-              num_samples=cfg["num_samples"], dropout=cfg["dropout"], pixelcnn=cfg["pixelcnn"])
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(out) if out is not None else Path(tmp) / "run"
-        res = fit(vae, None, x, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                  seed=seed, out=run_dir, progress=progress, val_data=xv,
-                  val_every=cfg["val_every"], patience=cfg["patience"],
-                  log_every=cfg["val_every"], sample_fn=vae.sample_images,
-                  optimizer=_adamw(cfg["weight_decay"], cfg["lr"]))
-        best = run_dir / "best.safetensors"
-        if best.is_file():  # fit restores the best weights only when it stops early
-            _load_weights(vae, runs.load_tensors(best))
-        metrics = {**res.final, **evaluate_vae(vae, xt, eval_samples, seed,
-                                               refine_steps=cfg["refine_steps"]),
-                   "refine_steps": cfg["refine_steps"]}
-        if out is not None:
-            weights = {f"model.{k}": v for k, v in vae.state_dict().items()}
-            runs.save_tensors(run_dir / "weights.safetensors", weights)
-            runs.atomic_write_json(run_dir / "vae.json", vae.config)
-            config = runs.read_json(run_dir / "config.json")  # fit's; tag it for the CLI
-            config.update(family="vae", data=data, vae=vae.config, train=cfg)
-            runs.atomic_write_json(run_dir / "config.json", config)
-            save_grid(vae.sample_images(64), run_dir / "samples.png")
-            runs.atomic_write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    torch.manual_seed(config.seed)
+    prior_init = splits.train.float() / (levels - 1) if config.prior == "vamp" else None
+    vae = _build(config, splits.shape, levels, prior_init)
+    ctx.fit(vae, None, splits.train, steps=config.steps, batch_size=config.batch_size,
+            lr=config.lr, seed=config.seed, val_data=splits.val, val_every=config.val_every,
+            patience=config.patience, log_every=config.val_every,
+            sample_fn=vae.sample_images, optimizer=_adamw(config.weight_decay, config.lr))
+    return VAERun(vae, config, splits, ctx.out)
 
 
 def _adamw(weight_decay: float, lr: float) -> Any:
@@ -229,59 +257,28 @@ def _adamw(weight_decay: float, lr: float) -> Any:
     return adamw
 
 
-def _load_weights(vae: VAE, weights: dict[str, torch.Tensor]) -> None:
+def _load(run_dir: Path, config: VAEConfig, data: dict[str, Any]) -> VAERun:
+    from probgen.infer import runs
+
+    weights = runs.load_tensors(runs.require_files(run_dir, ("weights.safetensors",), "VAE")
+                                / "weights.safetensors")
+    vae = _build(config, tuple(data["shape"]), data.get("levels"))
     state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
     missing, unexpected = vae.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ProbgenError(f"weights do not match the VAE (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]})")
+        raise runs.RunFolderError(f"{run_dir}/weights.safetensors does not match the VAE "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return VAERun(vae.eval(), config, data, run_dir)
 
 
-@dataclass
-class VAERun:
-    """A trained VAE read back from its run folder, with the CLI's ``sample`` / ``eval``."""
-
-    vae: VAE
-    run_dir: Path
-    metrics: dict[str, Any]
-
-    def save_samples(self, path: str | Path, n: int = 64, seed: int = 0) -> Path:
-        """Write a grid of ``n`` decoder means of prior samples to ``path`` (PNG)."""
-        from probgen.metrics.grids import save_grid
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return save_grid(self.vae.sample_images(n), path)
-
-    def evaluate(self, num_samples: int = 1000, refine_steps: int | None = None,
-                 seed: int = 0) -> dict[str, Any]:
-        """Recompute the test figures of :func:`train_vae` on the digits test split."""
-        from probgen.data.digits import load_digits
-
-        if refine_steps is None:
-            refine_steps = int(self.metrics.get("refine_steps", DEFAULTS["refine_steps"]))
-        return evaluate_vae(self.vae, load_digits("test", "levels"), num_samples, seed,
-                            refine_steps=refine_steps)
-
-
-def load_vae_run(run_dir: str | Path) -> VAERun:
-    """Rebuild the trained VAE of a folder written by :func:`train_vae` (eval mode).
-
-    Examples:
-        >>> import tempfile
-        >>> d = tempfile.mkdtemp() + "/run"
-        >>> _ = train_vae(out=d, fast=True, progress=False)
-        >>> load_vae_run(d).vae.sample(2).shape
-        torch.Size([2, 64])
-    """
-    from probgen.infer import runs
-    from probgen.models.vae.vae import VAE
-
-    d = runs.require_files(run_dir, ("vae.json", "weights.safetensors"), "VAE")
-    cfg = runs.read_json(d / "vae.json")
-    shape = cfg.pop("data_shape")
-    latent = cfg.pop("latent_dim")
-    vae = VAE(shape, latent, **cfg)
-    _load_weights(vae, runs.load_tensors(d / "weights.safetensors"))
-    metrics = runs.read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
-    return VAERun(vae.eval(), d, metrics)
+FAMILY = Family(
+    name="vae",
+    description="variational autoencoder: z -> x with a neural decoder, guide x -> z, ELBO",
+    config=VAEConfig,
+    fit=_fit,
+    load=_load,
+    kinds=("digits",),
+    default_data="digits",
+    data_names=("digits",),
+    fast={"*": {"steps": 60, "val_every": 20, "refine_steps": 5, "eval_samples": 20}},
+)

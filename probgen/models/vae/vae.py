@@ -14,8 +14,8 @@ ordinary Pyro programs, trained by :func:`probgen.infer.fit.fit` with the ELBO, 
 beta-ELBO (beta-VAE, Higgins et al. 2017) or IWAE (Burda et al. 2016). Helpers cover
 reconstruction, sampling, latent interpolation, traversals and attribute vectors.
 
-:func:`train_vae` trains the default model on digits and writes a run folder (the hook of
-``probgen train vae``); :func:`load_vae_run` reads it back (``probgen sample`` / ``eval``).
+The VAE family of the command line (``probgen train vae``: config, training, evaluation,
+run folders) is in :mod:`probgen.models.vae.train`.
 
 Examples:
     >>> import pyro
@@ -42,19 +42,9 @@ from probgen.infer.objectives import ELBO, IWAE, Objective
 from probgen.models.vae.nets import LIKELIHOODS, Decoder, Encoder
 from probgen.models.vae.pixel_decoder import PixelDecoder
 from probgen.models.vae.priors import make_prior
-from probgen.models.vae.train import (
-    DEFAULTS,
-    LocalGuide,
-    VAERun,
-    evaluate_vae,
-    load_vae_run,
-    refine_guide,
-    train_vae,
-)
 from probgen.program import Program
 
-__all__ = ["VAE", "make_objective", "evaluate_vae", "train_vae", "load_vae_run", "DEFAULTS",
-           "LocalGuide", "refine_guide", "VAERun"]
+__all__ = ["VAE", "make_objective"]
 
 
 def make_objective(kind: str = "elbo", beta: float = 1.0, num_samples: int = 1) -> Objective:
