@@ -1,10 +1,11 @@
 """Layer 4: the model families, one package per syllabus paradigm.
 
-- :mod:`probgen.models.arm`: autoregressive models and GPT;
-- :mod:`probgen.models.vae`: VAEs and VQ-VAE;
-- :mod:`probgen.models.flows`: normalizing flows.
+- [`probgen.models.arm`][probgen.models.arm]: autoregressive models and GPT;
+- [`probgen.models.vae`][probgen.models.vae]: VAEs and VQ-VAE;
+- [`probgen.models.flows`][probgen.models.flows]: normalizing flows.
 
-Each is a thin constructor over the shared engine (:func:`probgen.infer.fit.fit`).
+Each is a thin constructor over the shared engine
+([`probgen.infer.fit.fit`][probgen.infer.fit.fit]).
 """
 
 from probgen.models import arm, flows, vae

@@ -1,8 +1,9 @@
 """Train a GPT on text and use the result: a plain loop, a run folder, text generation.
 
-:func:`train_gpt` fits a :class:`~probgen.models.arm.gpt.GPT` to a corpus (the embedded default
-of :mod:`probgen.data.text`, a user's file, or a string) by maximum likelihood with AdamW,
-reporting the validation negative log-likelihood in nats per token and bits per token.
+[`train_gpt`][probgen.models.arm.gpt_train.train_gpt] fits a [`GPT`][probgen.models.arm.gpt.GPT] to
+a corpus (the embedded default of [`probgen.data.text`][probgen.data.text], a user's file, or a
+string) by maximum likelihood with AdamW, reporting the validation negative log-likelihood in nats
+per token and bits per token.
 With ``out_dir`` it writes one run folder::
 
     config.json        model config, tokenizer kind and training arguments
@@ -11,8 +12,9 @@ With ``out_dir`` it writes one run folder::
     metrics.json       the loss history
     samples.txt        a sample from the trained model
 
-:func:`load_gpt_run` reads it back and :func:`generate_text` continues a prompt. These are
-the hooks of the ``probgen`` command line.
+[`load_gpt_run`][probgen.models.arm.gpt_train.load_gpt_run] reads it back and
+[`generate_text`][probgen.models.arm.gpt_train.generate_text] continues a prompt. These are the
+hooks of the ``probgen`` command line.
 
 Examples:
     >>> from probgen.models.arm.gpt_train import train_gpt, generate_text
@@ -97,9 +99,10 @@ def train_gpt(
     """Train a GPT by maximum likelihood on ``text``, the file at ``path``, or the default corpus.
 
     ``tokenizer`` is ``"char"``, ``"word"`` (fitted on the training text), ``"gpt2"`` (tiktoken,
-    when available offline) or a :class:`~probgen.nn.tokenizers.Tokenizer`. The learning
+    when available offline) or a [`Tokenizer`][probgen.nn.tokenizers.Tokenizer]. The learning
     rate warms up linearly for ``warmup`` steps, then follows a cosine to ``lr / 10``.
-    Returns a :class:`GPTRun`; with ``out_dir`` the run folder is written too.
+    Returns a [`GPTRun`][probgen.models.arm.gpt_train.GPTRun]; with ``out_dir`` the run folder is
+    written too.
     """
     if text is not None and path is not None:
         raise ValueError("path: give either text or path, not both")
@@ -209,7 +212,8 @@ def save_gpt_run(run: GPTRun, out_dir: str | Path) -> Path:
 
 
 def load_gpt_run(run_dir: str | Path, device: str = "cpu") -> GPTRun:
-    """Read a folder written by :func:`train_gpt` / :func:`save_gpt_run`."""
+    """Read a folder written by [`train_gpt`][probgen.models.arm.gpt_train.train_gpt] /
+    [`save_gpt_run`][probgen.models.arm.gpt_train.save_gpt_run]."""
     d = Path(run_dir)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (d / name).is_file():
@@ -238,8 +242,9 @@ def generate_text(
     seed: int | None = None,
     use_cache: bool = True,
 ) -> str:
-    """Continue ``prompt`` with a trained run (a :class:`GPTRun` or its folder); returns
-    prompt + continuation. ``stop`` is a token (e.g. ``"<|endoftext|>"``) ending generation.
+    """Continue ``prompt`` with a trained run (a [`GPTRun`][probgen.models.arm.gpt_train.GPTRun] or
+    its folder); returns prompt + continuation. ``stop`` is a token (e.g. ``"<|endoftext|>"``)
+    ending generation.
     """
     if not isinstance(run, GPTRun):
         run = load_gpt_run(run)

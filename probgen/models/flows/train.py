@@ -1,16 +1,17 @@
-"""Train a flow on digits or a 2-D density through :func:`probgen.infer.fit.fit`; read runs back.
+"""Train a flow on digits or a 2-D density through [`probgen.infer.fit.fit`][probgen.infer.fit.fit];
+read runs back.
 
 The hook of ``probgen train flow --data digits|swissroll|moons|8gaussians|checkerboard|rings``.
 There is no flow-specific loop: the flow becomes a Pyro model whose log joint is the
-log-likelihood (:func:`~probgen.models.flows.flows.flow_model`) or, for discrete digits, the
-dequantization bound (:func:`~probgen.models.flows.dequantize.dequantized_model`), and ``fit``
-minimises it with the ``"likelihood"`` objective, stopping early on the validation loss.
+log-likelihood ([`flow_model`][probgen.models.flows.flows.flow_model]) or, for discrete digits, the
+dequantization bound ([`dequantized_model`][probgen.models.flows.dequantize.dequantized_model]), and
+``fit`` minimises it with the ``"likelihood"`` objective, stopping early on the validation loss.
 
-The default model (:func:`coupling_flow`) stacks ``num_layers`` x (actnorm, a fixed
-permutation, a rational-quadratic spline coupling; Durkan et al. 2019). Its conditioner
-networks use dropout: with 1000 training images the flow overfits within a few hundred
-steps otherwise. Dropout is active only while gradients are being taken (training steps);
-validation, evaluation and sampling run the deterministic network.
+The default model ([`coupling_flow`][probgen.models.flows.train.coupling_flow]) stacks
+``num_layers`` x (actnorm, a fixed permutation, a rational-quadratic spline coupling; Durkan et
+al. 2019). Its conditioner networks use dropout: with 1000 training images the flow overfits within
+a few hundred steps otherwise. Dropout is active only while gradients are being taken (training
+steps); validation, evaluation and sampling run the deterministic network.
 
 Reported figures (``metrics.json``):
 
@@ -70,7 +71,7 @@ DATA_NAMES: dict[str, str] = {
     "rings": "rings",
 }
 
-#: default settings per kind of data; every key can be overridden in :func:`train_flow`
+#: default settings per kind of data; every key can be overridden in `train_flow`
 DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"num_layers": 6, "hidden": 128, "depth": 2, "bins": 8, "bound": 3.0,
                "dropout": 0.2, "permutation": "random", "dequantization": "uniform",
@@ -213,7 +214,8 @@ class FlowRun:
         return save_grid(self.sample_images(n, seed), path)
 
     def evaluate(self, seed: int = 0) -> dict[str, Any]:
-        """Recompute the test figures (see :func:`evaluate_flow`)."""
+        """Recompute the test figures (see
+        [`evaluate_flow`][probgen.models.flows.train.evaluate_flow])."""
         return evaluate_flow(self, seed=seed)
 
 
@@ -321,16 +323,16 @@ def train_flow(data: str = "digits", out: str | Path | None = None, steps: int |
                **overrides: Any) -> dict[str, Any]:
     """Train the default flow on ``data`` through ``fit`` (likelihood objective) and evaluate.
 
-    Settings come from :data:`DEFAULTS` (``"digits"`` or ``"2d"``), any overridden by
+    Settings come from `DEFAULTS` (``"digits"`` or ``"2d"``), any overridden by
     keyword; ``fast`` shrinks the model and the step count (tests, tutorials in CI). Training
     stops when the validation loss has not improved for ``patience`` validations and the best
     weights are kept.
 
     With ``out`` the run folder holds the engine's files (``config.json`` with
     ``"family": "flow"``, ``weights.safetensors``, ``metrics.jsonl``), ``flow.json`` (what
-    :func:`load_flow_run` needs), ``samples.png`` (and ``density.png`` for 2-D data) and
-    ``metrics.json``: the engine's figures plus the test figures of :func:`evaluate_flow`.
-    Returns those metrics.
+    [`load_flow_run`][probgen.models.flows.train.load_flow_run] needs), ``samples.png`` (and
+    ``density.png`` for 2-D data) and ``metrics.json``: the engine's figures plus the test figures
+    of [`evaluate_flow`][probgen.models.flows.train.evaluate_flow]. Returns those metrics.
 
     Examples:
         >>> m = train_flow("digits", fast=True, progress=False)
@@ -391,7 +393,8 @@ def _load_weights(program: _FlowProgram, weights: dict[str, Tensor]) -> None:
 
 
 def load_flow_run(run_dir: str | Path) -> FlowRun:
-    """Rebuild the trained flow of a folder written by :func:`train_flow` (eval mode).
+    """Rebuild the trained flow of a folder written by
+    [`train_flow`][probgen.models.flows.train.train_flow] (eval mode).
 
     Examples:
         >>> d = tempfile.mkdtemp() + "/run"

@@ -1,9 +1,11 @@
-"""Training and scoring the VAE family: :func:`train_vae` (``probgen train vae``),
-:func:`evaluate_vae`, per-example guide refinement, and run folders read back.
+"""Training and scoring the VAE family: [`train_vae`][probgen.models.vae.train.train_vae]
+(``probgen train vae``), [`evaluate_vae`][probgen.models.vae.train.evaluate_vae], per-example guide
+refinement, and run folders read back.
 
-:func:`train_vae` trains the default model on digits and writes a run folder (the hook of
-``probgen train vae``); :func:`load_vae_run` reads it back (``probgen sample`` / ``eval``).
-Everything here is re-exported by :mod:`probgen.models.vae.vae`.
+[`train_vae`][probgen.models.vae.train.train_vae] trains the default model on digits and writes a
+run folder (the hook of ``probgen train vae``);
+[`load_vae_run`][probgen.models.vae.train.load_vae_run] reads it back (``probgen sample`` /
+``eval``). Everything here is re-exported by [`probgen.models.vae.vae`][probgen.models.vae.vae].
 
 Examples:
     >>> DEFAULTS["likelihood"], DEFAULTS["refine_steps"]
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULTS", "LocalGuide", "refine_guide", "evaluate_vae", "train_vae", "VAERun",
            "load_vae_run"]
 
-#: Defaults of :func:`train_vae` on digits (figures in its docstring); ``pixelcnn`` holds
-#: :class:`~probgen.models.vae.pixel_decoder.PixelDecoder` settings (None: its defaults).
+#: Defaults of `train_vae` on digits (figures in its docstring); ``pixelcnn`` holds
+#: `PixelDecoder` settings (None: its defaults).
 DEFAULTS: dict[str, Any] = {
     "latent_dim": 16, "hidden": (256, 256), "prior": "standard", "num_components": 100,
     "likelihood": "pixelcnn", "dropout": 0.0, "objective": "elbo", "num_samples": 1,
@@ -46,9 +48,10 @@ _FAST_EVAL_SAMPLES = 20
 class LocalGuide(torch.nn.Module):
     """A non-amortised guide ``q(z_i) = N(mu_i, sigma_i)`` with one parameter row per example.
 
-    Started from the encoder's output on ``x`` and refined by :func:`refine_guide`: the model
-    is untouched, so importance-sampled and ELBO estimates stay valid bounds of *its* NLL,
-    only tighter (they close the amortisation gap, Cremer et al. 2018).
+    Started from the encoder's output on ``x`` and refined by
+    [`refine_guide`][probgen.models.vae.train.refine_guide]: the model is untouched, so
+    importance-sampled and ELBO estimates stay valid bounds of *its* NLL, only tighter (they close
+    the amortisation gap, Cremer et al. 2018).
     """
 
     def __init__(self, vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -69,7 +72,8 @@ class LocalGuide(torch.nn.Module):
 
 def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
                  particles: int = 4, y: torch.Tensor | None = None) -> LocalGuide:
-    """Fit a :class:`LocalGuide` to ``x`` by maximising the ELBO, the VAE held fixed.
+    """Fit a [`LocalGuide`][probgen.models.vae.train.LocalGuide] to ``x`` by maximising the ELBO,
+    the VAE held fixed.
 
     Examples:
         >>> from probgen.models.vae.vae import VAE
@@ -107,7 +111,8 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
     information the latent code carries (near 0: the decoder ignores ``z``).
 
     With ``refine_steps > 0`` the proposal is the encoder refined per example
-    (:func:`refine_guide`); the model is unchanged and ``nll_kind`` says so.
+    ([`refine_guide`][probgen.models.vae.train.refine_guide]); the model is unchanged and
+    ``nll_kind`` says so.
 
     Examples:
         >>> from probgen.models.vae.vae import VAE
@@ -146,9 +151,10 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
 def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | None = None,
               *, seed: int = 0, fast: bool = False, progress: bool = True,
               eval_samples: int = 1000, **overrides: Any) -> dict[str, Any]:
-    """Train the default VAE on digits (17 levels) through :func:`probgen.infer.fit.fit`.
+    """Train the default VAE on digits (17 levels) through
+    [`probgen.infer.fit.fit`][probgen.infer.fit.fit].
 
-    The defaults (:data:`DEFAULTS`; any of them can be overridden by keyword) stop early on
+    The defaults (`DEFAULTS`; any of them can be overridden by keyword) stop early on
     the validation ELBO and keep the best weights. With ``out`` the run folder holds
     ``weights.safetensors``, ``vae.json`` (the VAE's config), ``samples.png`` and
     ``metrics.json`` (``test_nll`` importance-sampled with ``eval_samples`` samples,
@@ -156,15 +162,16 @@ def train_vae(data: str = "digits", out: str | Path | None = None, steps: int | 
     ``fast`` trains a few steps only (tests, tutorials). Returns the metrics.
 
     The test bounds use a per-example guide refined from the encoder
-    (``refine_steps``, see :func:`refine_guide`): the model is unchanged, the bounds are
-    tighter (``nll_kind`` says so; ``refine_steps=0`` scores with the encoder itself).
-    The default decoder is autoregressive (``likelihood="pixelcnn"``: each pixel also sees
-    the two pixels to its left, see :mod:`probgen.models.vae.pixel_decoder`). Measured on 2
-    shared CPU cores (about 30 s of training, 1.5 min in all): test NLL 86.4 nats
-    (IWAE-1000), -ELBO 87.0, KL 6.4 nats (seed 1: 86.8 / 87.4 / 5.7). The factorised
-    categorical decoder (``likelihood="categorical"``) gives 94.5 / 95.2 at a KL of 6.1, so
-    the gain does not come from ignoring ``z``. VampPrior, dropout and weight decay did not
-    help the factorised model on this split.
+    (``refine_steps``, see [`refine_guide`][probgen.models.vae.train.refine_guide]): the model is
+    unchanged, the bounds are tighter (``nll_kind`` says so; ``refine_steps=0`` scores with the
+    encoder itself). The default decoder is autoregressive (``likelihood="pixelcnn"``: each pixel
+    also sees the two pixels to its left, see
+    [`probgen.models.vae.pixel_decoder`][probgen.models.vae.pixel_decoder]). Measured on 2 shared
+    CPU cores (about 30 s of training, 1.5 min in all): test NLL 86.4 nats (IWAE-1000), -ELBO 87.0,
+    KL 6.4 nats (seed 1: 86.8 / 87.4 / 5.7). The factorised categorical decoder
+    (``likelihood="categorical"``) gives 94.5 / 95.2 at a KL of 6.1, so the gain does not come from
+    ignoring ``z``. VampPrior, dropout and weight decay did not help the factorised model on this
+    split.
 
     Examples:
         >>> m = train_vae(fast=True, progress=False)
@@ -255,7 +262,8 @@ class VAERun:
 
     def evaluate(self, num_samples: int = 1000, refine_steps: int | None = None,
                  seed: int = 0) -> dict[str, Any]:
-        """Recompute the test figures of :func:`train_vae` on the digits test split."""
+        """Recompute the test figures of [`train_vae`][probgen.models.vae.train.train_vae] on the
+        digits test split."""
         from probgen.data.digits import load_digits
 
         if refine_steps is None:
@@ -265,7 +273,8 @@ class VAERun:
 
 
 def load_vae_run(run_dir: str | Path) -> VAERun:
-    """Rebuild the trained VAE of a folder written by :func:`train_vae` (eval mode).
+    """Rebuild the trained VAE of a folder written by
+    [`train_vae`][probgen.models.vae.train.train_vae] (eval mode).
 
     Examples:
         >>> import tempfile
