@@ -12,8 +12,8 @@
     probgen graph list | show NAME|PATH|RUN             # shipped networks; draw one
     probgen query NAME VAR [VAR ...] --evidence VAR=STATE ...
 
-Every family goes through the same contract (:mod:`probgen.models.family`). Input errors
-print one line naming the culprit and exit with status 2.
+Every family goes through the same contract ([`probgen.models.family`][probgen.models.family]).
+Input errors print one line naming the culprit and exit with status 2.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Your own data from a local path (MNIST, CIFAR, maps, 3D shapes... when you have them).
 
-- :func:`load_tensor`: one array file: ``.safetensors`` (one tensor, or ``key=``),
-  ``.npy`` / ``.npz`` (read with ``allow_pickle=False``), or ``.pt`` (read with
+- [`load_tensor`][probgen.data.local.load_tensor]: one array file: ``.safetensors`` (one tensor, or
+  ``key=``), ``.npy`` / ``.npz`` (read with ``allow_pickle=False``), or ``.pt`` (read with
   ``torch.load(weights_only=True)``: never unpickles arbitrary objects).
-- :func:`load_images`: a folder of ``.png`` / ``.jpg`` images of one size, sorted by file
-  name, as ``(N, C, H, W)`` floats in [0, 1].
+- [`load_images`][probgen.data.local.load_images]: a folder of ``.png`` / ``.jpg`` images of one
+  size, sorted by file name, as ``(N, C, H, W)`` floats in [0, 1].
 
 Examples:
     >>> import tempfile, os, numpy as np

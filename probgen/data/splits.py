@@ -1,6 +1,7 @@
 """Train / validation / test splits for every family: an embedded name or a local path.
 
-:func:`load_splits` turns what a user passes as ``--data`` into a :class:`DataSplits`:
+[`load_splits`][probgen.data.splits.load_splits] turns what a user passes as ``--data`` into a
+[`DataSplits`][probgen.data.splits.DataSplits]:
 
 - ``"digits"``: scikit-learn's 8x8 digits, 17 integer levels, ``(N, 64)``, the fixed
   1000 / 350 / 447 split (kind ``"digits"``; labels included);
@@ -14,11 +15,11 @@
 - a local path: a ``.txt`` file (text, split as above); a folder of images or an array file
   (``.npy``, ``.npz``, ``.pt``, ``.safetensors``) of vectors ``(N, D)`` or images
   ``(N, H, W)`` / ``(N, C, H, W)``. Validation and test examples (10% each) are carved out by
-  a permutation drawn from ``split_seed``; :attr:`DataSplits.info` states how, and
-  :func:`load_splits` given that ``info`` rebuilds the same splits.
+  a permutation drawn from ``split_seed``; `DataSplits.info` states how, and
+  [`load_splits`][probgen.data.splits.load_splits] given that ``info`` rebuilds the same splits.
 
 A file of the wrong shape or dtype, or with non-finite values, is a one-line
-:class:`~probgen.errors.ProbgenError` naming the file.
+[`ProbgenError`][probgen.errors.ProbgenError] naming the file.
 
 Examples:
     >>> d = load_splits("digits")
@@ -78,7 +79,7 @@ class DataSplits:
 
     ``train``, ``val``, ``test`` are tensors (strings for text); ``labels`` the matching
     label tensors where the data has them; ``info`` is JSON-able and reproduces the splits
-    through :func:`load_splits`.
+    through [`load_splits`][probgen.data.splits.load_splits].
     """
 
     kind: str

@@ -2,10 +2,10 @@
 
 Nothing is downloaded. The default corpus is built from text that ships with Python itself:
 the Zen of Python followed by the docstrings of a fixed list of standard-library modules,
-read from their source files with :mod:`ast` (the modules are located, not imported). It is
+read from their source files with `ast` (the modules are located, not imported). It is
 English technical prose of about 400 KB, identical on every machine with the same Python
 version (other versions give slightly different text; the length is reported by
-:func:`default_corpus`).
+[`default_corpus`][probgen.data.text.default_corpus]).
 
 Examples:
     >>> from probgen.data.text import default_corpus, split_tokens
@@ -82,7 +82,8 @@ def default_corpus() -> str:
 
 
 def load_text(path: str | Path | None = None, encoding: str = "utf-8") -> str:
-    """Text of a user's file, or the embedded :func:`default_corpus` when ``path`` is None.
+    """Text of a user's file, or the embedded [`default_corpus`][probgen.data.text.default_corpus]
+    when ``path`` is None.
 
     Examples:
         >>> from probgen.data.text import load_text

@@ -1,10 +1,11 @@
 """The BayesNet: a DAG (networkx) whose nodes carry conditional distributions.
 
 The class stores structure and CPDs and validates them. Questions about the graph live in
-:mod:`probgen.graph.inspect`, drawing in :mod:`probgen.graph.draw`, file I/O in
-:mod:`probgen.graph.io`; inference, learning and sampling live in the layers above and are
-reached through thin methods (``query``, ``fit``, ``sample``, ``log_prob``) so that users
-can write ``bn.query(...)`` as they would with pgmpy.
+[`probgen.graph.inspect`][probgen.graph.inspect], drawing in
+[`probgen.graph.draw`][probgen.graph.draw], file I/O in [`probgen.graph.io`][probgen.graph.io];
+inference, learning and sampling live in the layers above and are reached through thin methods
+(``query``, ``fit``, ``sample``, ``log_prob``) so that users can write ``bn.query(...)`` as they
+would with pgmpy.
 
 Examples:
     >>> from probgen.graph import BayesNet, TabularCPD
@@ -43,9 +44,9 @@ class BayesNet:
         nodes: extra nodes (e.g. isolated roots).
         name: a label used in drawings and messages.
 
-    Node attributes (set with :meth:`add_node`): ``latent`` (shaded differently when
-    drawn; missing from data), ``plate`` (the name of a plate the node sits in) and
-    ``label`` (a display name).
+    Node attributes (set with [`add_node`][probgen.graph.bayesnet.BayesNet.add_node]): ``latent``
+    (shaded differently when drawn; missing from data), ``plate`` (the name of a plate the node sits
+    in) and ``label`` (a display name).
     """
 
     def __init__(
@@ -82,7 +83,8 @@ class BayesNet:
             self.graph.add_node(node, **attrs)
 
     def add_edge(self, parent: str, child: str) -> None:
-        """Add ``parent -> child``; raises :class:`GraphError` if it closes a cycle."""
+        """Add ``parent -> child``; raises [`GraphError`][probgen.errors.GraphError] if it closes a
+        cycle."""
         for n in (parent, child):
             if n not in self.graph:
                 self.add_node(n)
@@ -151,7 +153,7 @@ class BayesNet:
         return node
 
     def cpd(self, node: str) -> CPD:
-        """The CPD of ``node``; raises :class:`CPDError` when it has none."""
+        """The CPD of ``node``; raises [`CPDError`][probgen.errors.CPDError] when it has none."""
         self._node(node)
         try:
             return self._cpds[node]
@@ -204,7 +206,7 @@ class BayesNet:
 
     @property
     def is_discrete(self) -> bool:
-        """True when every node has a :class:`TabularCPD`."""
+        """True when every node has a [`TabularCPD`][probgen.graph.cpd.TabularCPD]."""
         return bool(self._cpds) and len(self._cpds) == len(self.graph) and all(
             isinstance(c, TabularCPD) for c in self._cpds.values()
         )
@@ -351,7 +353,8 @@ class BayesNet:
         return query_batch(self, variables, evidence)
 
     def fit(self, data: pd.DataFrame, **kwargs: Any) -> Any:
-        """Learn the CPDs from data; see :func:`probgen.infer.learn.fit_bayesnet`."""
+        """Learn the CPDs from data; see
+        [`probgen.infer.learn.fit_bayesnet`][probgen.infer.learn.fit_bayesnet]."""
         from probgen.infer.learn import fit_bayesnet
 
         return fit_bayesnet(self, data, **kwargs)
@@ -371,7 +374,8 @@ class BayesNet:
         return log_prob(self, data)
 
     def program(self, **kwargs: Any) -> Any:
-        """Compile to a Pyro program; see :class:`probgen.program.Program`."""
+        """Compile to a Pyro program; see
+        [`probgen.program.Program`][probgen.program.compile.Program]."""
         from probgen.program.compile import Program
 
         return Program(self, **kwargs)

@@ -1,12 +1,14 @@
 """Conditional distributions: the "C" in a node's CPD, one class per kind.
 
 Every CPD names its ``variable`` and its ordered ``parents`` and turns parent values into
-a ``pyro.distributions`` distribution through :meth:`CPD.distribution`. Three kinds ship:
+a ``pyro.distributions`` distribution through
+[`CPD.distribution`][probgen.graph.cpd.CPD.distribution]. Three kinds ship:
 
-- :class:`TabularCPD` — a discrete table with state names (pgmpy's layout);
-- :class:`LinearGaussianCPD` — ``x ~ Normal(bias + sum_i w_i * parent_i, std)``;
-- :class:`NeuralCPD` — any callable (usually a ``torch.nn.Module``) mapping parent values
-  to a distribution; this is how VAEs, flows and ARMs plug into a graph.
+- [`TabularCPD`][probgen.graph.cpd.TabularCPD] — a discrete table with state names (pgmpy's layout);
+- [`LinearGaussianCPD`][probgen.graph.cpd.LinearGaussianCPD] —
+  ``x ~ Normal(bias + sum_i w_i * parent_i, std)``;
+- [`NeuralCPD`][probgen.graph.cpd.NeuralCPD] — any callable (usually a ``torch.nn.Module``) mapping
+  parent values to a distribution; this is how VAEs, flows and ARMs plug into a graph.
 
 Examples:
     >>> cpd = TabularCPD("Rain", [[0.8, 0.2], [0.2, 0.8]], states=["no", "yes"],
@@ -47,7 +49,7 @@ class CPD:
         raise NotImplementedError
 
     def validate(self) -> None:
-        """Raise :class:`~probgen.errors.CPDError` if the CPD is malformed."""
+        """Raise [`CPDError`][probgen.errors.CPDError] if the CPD is malformed."""
 
     def describe(self) -> str:
         """A short formula for the factorisation printout, e.g. ``p(B | A)``."""
@@ -180,7 +182,8 @@ class TabularCPD(CPD):
         return self._values.reshape(self.cardinality, *self.parent_cards)
 
     def state_index(self, state: Hashable) -> int:
-        """Index of ``state``; raises :class:`EvidenceError` naming the variable."""
+        """Index of ``state``; raises [`EvidenceError`][probgen.errors.EvidenceError] naming the
+        variable."""
         try:
             return self.states.index(state)
         except ValueError:
@@ -316,8 +319,8 @@ class NeuralCPD(CPD):
     """A neural conditional: ``module(*parent_values)`` returns a Pyro distribution.
 
     ``module`` is usually a ``torch.nn.Module`` (its parameters are trained by
-    :func:`probgen.fit`); any callable works. ``event_dim`` is the number of rightmost
-    dimensions of one draw (1 for a vector-valued node such as an image flattened to 64).
+    [`probgen.fit`][probgen.infer.fit.fit]); any callable works. ``event_dim`` is the number of
+    rightmost dimensions of one draw (1 for a vector-valued node such as an image flattened to 64).
 
     Examples:
         >>> import torch.nn as nn

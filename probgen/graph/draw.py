@@ -1,7 +1,7 @@
 """Draw a network with matplotlib alone (no Graphviz binary), or write it as DOT text.
 
-:func:`draw` lays the DAG out in layers (parents above children, each node in the first
-layer below all its parents), orders each layer to reduce crossings (barycentre sweeps),
+[`draw`][probgen.graph.draw.draw] lays the DAG out in layers (parents above children, each node in
+the first layer below all its parents), orders each layer to reduce crossings (barycentre sweeps),
 keeps the members of a plate side by side, and draws:
 
 - nodes as circles (ellipses when the label is long), latent nodes shaded grey and
@@ -9,7 +9,7 @@ keeps the members of a plate side by side, and draws:
   a legend says which is which;
 - edges as arrows; plates as rounded boxes around their nodes, named in a corner.
 
-It builds a bare :class:`matplotlib.figure.Figure` (no pyplot state, safe on a headless
+It builds a bare `matplotlib.figure.Figure` (no pyplot state, safe on a headless
 Agg machine) and returns it; notebooks display it when it is the cell's value.
 
 Examples:

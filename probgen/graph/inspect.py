@@ -2,8 +2,8 @@
 the Markov factorisation. These read only the DAG (and CPD descriptions), never numbers.
 
 Latent nodes are ordinary nodes here: d-separation is a property of the graph, so
-:func:`active_trail_nodes` returns latent nodes too (pgmpy drops them unless asked with
-``include_latents=True``).
+[`active_trail_nodes`][probgen.graph.inspect.active_trail_nodes] returns latent nodes too (pgmpy
+drops them unless asked with ``include_latents=True``).
 
 Examples:
     >>> from probgen.graph import BayesNet

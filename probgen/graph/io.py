@@ -4,7 +4,7 @@
 ``probgen.graphs`` (the repo's ``graphs/`` folder), then the discrete networks that ship
 inside pgmpy's wheel (``asia``, ``alarm``, ``child``, ... read offline with
 ``pgmpy.utils.get_example_model``). ``load(path)`` reads a ``.yaml``/``.yml``/``.bif``
-(or ``.bif.gz``) file. :func:`available` lists every name.
+(or ``.bif.gz``) file. [`available`][probgen.graph.io.available] lists every name.
 
 The YAML graph format::
 
@@ -144,7 +144,8 @@ def _shipped() -> dict[str, Any]:
 
 
 def available() -> list[str]:
-    """Every name :func:`load` accepts: shipped graph files first, then pgmpy's networks.
+    """Every name [`load`][probgen.graph.io.load] accepts: shipped graph files first, then pgmpy's
+    networks.
 
     Examples:
         >>> names = available()
@@ -160,7 +161,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load(name_or_path: str | os.PathLike) -> BayesNet:
-    """Load a network by name (see :func:`available`) or from a YAML/BIF path.
+    """Load a network by name (see [`available`][probgen.graph.io.available]) or from a YAML/BIF
+    path.
 
     Raises:
         GraphError: an unknown name (the message lists the available ones), a missing

@@ -1,4 +1,4 @@
-"""Conversion between :class:`~probgen.graph.BayesNet` and pgmpy models, losslessly.
+"""Conversion between [`BayesNet`][probgen.graph.bayesnet.BayesNet] and pgmpy models, losslessly.
 
 Two pgmpy model classes are supported:
 
@@ -39,7 +39,7 @@ __all__ = ["from_pgmpy", "to_pgmpy"]
 
 def from_pgmpy(model: Any, *, name: str | None = None) -> BayesNet:
     """Convert a pgmpy ``DiscreteBayesianNetwork``, ``LinearGaussianBayesianNetwork`` or
-    CPD-less ``DAG`` into a :class:`BayesNet`.
+    CPD-less ``DAG`` into a [`BayesNet`][probgen.graph.bayesnet.BayesNet].
 
     Args:
         model: the pgmpy model.

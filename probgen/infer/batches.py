@@ -1,9 +1,9 @@
-"""Training data for :func:`probgen.infer.fit.fit`: validation and minibatches.
+"""Training data for [`probgen.infer.fit.fit`][probgen.infer.fit.fit]: validation and minibatches.
 
-:func:`as_tensors` checks what a user passes as ``data`` (a tensor, a tuple of tensors
-sharing their first dimension, or a ``torch`` Dataset); :class:`BatchSampler` draws
-minibatches epoch after epoch from a generator whose state goes into checkpoints, so that a
-resumed run sees the same batches.
+[`as_tensors`][probgen.infer.batches.as_tensors] checks what a user passes as ``data`` (a tensor, a
+tuple of tensors sharing their first dimension, or a ``torch`` Dataset);
+[`BatchSampler`][probgen.infer.batches.BatchSampler] draws minibatches epoch after epoch from a
+generator whose state goes into checkpoints, so that a resumed run sees the same batches.
 
 Examples:
     >>> s = BatchSampler(as_tensors(torch.arange(6.0)), 2, seed=0, device=torch.device("cpu"))

@@ -8,8 +8,9 @@ only on the order. Finding the best order is NP-hard; the two classic greedy heu
 - min-weight: next, the variable whose new table (it and its neighbours) is smallest;
 - min-fill: next, the variable whose elimination adds the fewest new edges.
 
-:func:`elimination_order` uses min-weight and, when that order would build a large table,
-also tries min-fill and keeps the smaller (the diabetes network needs it).
+[`elimination_order`][probgen.infer.elimination.elimination_order] uses min-weight and, when that
+order would build a large table, also tries min-fill and keeps the smaller (the diabetes network
+needs it).
 
 Examples:
     >>> order, log_size = greedy_order([("a", "b"), ("b", "c"), ("c", "d")],

@@ -15,7 +15,7 @@ records at once and returns a tensor. Both work on the relevant part of the netw
    observe a variable).
 
 Every contraction is sized before it runs: one that would exceed ``max_bytes`` raises
-:class:`~probgen.errors.QueryTooLargeError` instead of exhausting memory.
+[`QueryTooLargeError`][probgen.errors.QueryTooLargeError] instead of exhausting memory.
 
 Examples:
     >>> from probgen.graph import BayesNet

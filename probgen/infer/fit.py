@@ -4,7 +4,7 @@
 ``objective.loss(model, guide, *batch)``, steps one optimizer over every parameter it finds
 (``nn.Module`` / ``PyroModule`` parameters, ``pyro.param`` / ``pyro.module`` sites found by
 tracing one step, the objective's own), and optionally writes a run folder that resumes
-bit for bit (see :mod:`probgen.infer.runs`).
+bit for bit (see [`probgen.infer.runs`][probgen.infer.runs]).
 
 A *family object* (e.g. a VAE) passed as ``model`` with ``guide=None`` trains through the
 same call when it has ``model`` and ``guide`` methods; its ``objective`` attribute, a
@@ -54,7 +54,8 @@ class NonFiniteLossError(ProbgenError, FloatingPointError):
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the history, final figures and the run folder."""
+    """What [`fit`][probgen.infer.fit.fit] returns: the history, final figures and the run
+    folder."""
 
     steps: int
     history: list[dict]
@@ -239,7 +240,7 @@ def fit(
             family object with ``guide=None``.
         guide: a Pyro callable, or ``None`` (empty guide, or the family's own).
         data: a tensor, a tuple of tensors (passed as ``model(*batch)``) or a Dataset.
-        objective: an :class:`~probgen.infer.objectives.Objective`, a Pyro ``ELBO`` or a
+        objective: an [`Objective`][probgen.infer.objectives.Objective], a Pyro ``ELBO`` or a
             name; default the family's objective, ``"elbo"`` with a guide, else
             ``"likelihood"``.
         steps: total optimisation steps (a resumed run continues up to it).

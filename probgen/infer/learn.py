@@ -38,7 +38,8 @@ __all__ = ["BayesNetFit", "fit_bayesnet", "state_counts"]
 
 @dataclass
 class BayesNetFit:
-    """What :meth:`BayesNet.fit` returns: the (updated) network and, if Bayesian, draws."""
+    """What [`BayesNet.fit`][probgen.graph.bayesnet.BayesNet.fit] returns: the (updated) network
+    and, if Bayesian, draws."""
 
     bayesnet: BayesNet
     method: str

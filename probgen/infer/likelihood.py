@@ -1,7 +1,7 @@
 """Test log-likelihood, labelled by how it was obtained: exact, importance-sampled, or ELBO.
 
-Every estimator returns a :class:`LogLikelihood`: the *negative* log-likelihood in nats per
-example (``nll``), its standard error over examples, bits per dimension
+Every estimator returns a [`LogLikelihood`][probgen.infer.likelihood.LogLikelihood]: the *negative*
+log-likelihood in nats per example (``nll``), its standard error over examples, bits per dimension
 (``nll / (D ln 2)``, D = values per example), and ``kind``:
 
 - ``"exact"``: ``-log p(x)`` of a fully observed model (no guide);

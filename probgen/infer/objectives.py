@@ -1,4 +1,5 @@
-"""Training objectives: one protocol for every family trained by :func:`probgen.infer.fit.fit`.
+"""Training objectives: one protocol for every family trained by
+[`probgen.infer.fit.fit`][probgen.infer.fit.fit].
 
 The Objective protocol
 ----------------------
@@ -8,7 +9,8 @@ An objective is any object with
     a differentiable scalar to *minimise* for one minibatch (summed over the batch,
     as Pyro's ELBOs do). ``guide`` may be ``None`` for objectives that need none.
 
-and, optionally, these hooks (the base class :class:`Objective` gives empty defaults):
+and, optionally, these hooks (the base class [`Objective`][probgen.infer.objectives.Objective] gives
+empty defaults):
 
 ``parameters() -> list[Tensor]``
     extra tensors the *main* optimizer trains together with the model and guide
@@ -22,14 +24,15 @@ and, optionally, these hooks (the base class :class:`Objective` gives empty defa
     called by the engine before each main step; an adversarial objective updates its
     discriminator here. Returned numbers are logged.
 
-Pyro ``ELBO`` objects are wrapped by :class:`PyroELBO`. Strings accepted by
-:func:`resolve_objective`: ``"elbo"``, ``"elbo_kl"`` (analytic KL), ``"iwae"``,
-``"likelihood"``.
+Pyro ``ELBO`` objects are wrapped by [`PyroELBO`][probgen.infer.objectives.PyroELBO]. Strings
+accepted by [`resolve_objective`][probgen.infer.objectives.resolve_objective]: ``"elbo"``,
+``"elbo_kl"`` (analytic KL), ``"iwae"``, ``"likelihood"``.
 
-Fast path. :class:`ELBO`, :class:`IWAE` and :class:`Likelihood` run the guide and the
-model under one light Pyro handler (:class:`SiteRecorder`) that records sampled values and
-accumulates ``log_prob`` sums, instead of building full Pyro traces. That is what keeps the
-engine within a few percent of a hand-written PyTorch loop.
+Fast path. [`ELBO`][probgen.infer.objectives.ELBO], [`IWAE`][probgen.infer.objectives.IWAE] and
+[`Likelihood`][probgen.infer.objectives.Likelihood] run the guide and the model under one light Pyro
+handler ([`SiteRecorder`][probgen.infer.sites.SiteRecorder]) that records sampled values and
+accumulates ``log_prob`` sums, instead of building full Pyro traces. That is what keeps the engine
+within a few percent of a hand-written PyTorch loop.
 
 Examples:
     >>> import torch, pyro, pyro.distributions as dist

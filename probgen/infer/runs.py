@@ -1,6 +1,6 @@
 """Run folders: atomic writes, checkpoints that resume exactly, loading that never runs code.
 
-A run folder written by :func:`probgen.infer.fit.fit` holds::
+A run folder written by [`probgen.infer.fit.fit`][probgen.infer.fit.fit] holds::
 
     config.json            resolved configuration
     weights.safetensors    final weights (model, guide, objective modules, Pyro params);
@@ -17,7 +17,7 @@ Every file is written to a temporary name, flushed, fsynced and renamed (``os.re
 and a checkpoint is a folder built under a temporary name and renamed whole, so a run
 killed at any moment leaves the previous checkpoint intact. Tensors are read with
 ``safetensors`` only, JSON with ``json``: a tampered, truncated or pickled file raises
-:class:`RunFolderError` and nothing in it is executed.
+[`RunFolderError`][probgen.infer.runs.RunFolderError] and nothing in it is executed.
 
 Examples:
     >>> import tempfile, torch
@@ -137,7 +137,8 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> N
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; any malformed file raises :class:`RunFolderError`."""
+    """Load a safetensors file; any malformed file raises
+    [`RunFolderError`][probgen.infer.runs.RunFolderError]."""
     path = Path(path)
     if not path.is_file():
         raise RunFolderError(f"path: {path} does not exist")
@@ -167,7 +168,8 @@ def require_files(run_dir: str | os.PathLike, names: tuple[str, ...], kind: str)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; malformed content raises :class:`RunFolderError`."""
+    """Read a JSON file; malformed content raises
+    [`RunFolderError`][probgen.infer.runs.RunFolderError]."""
     path = Path(path)
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
@@ -222,7 +224,7 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
+    """Restore what [`rng_state`][probgen.infer.runs.rng_state] returned."""
     try:
         torch.set_rng_state(tensors["torch_cpu"])
         cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
@@ -260,7 +262,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def optimizer_from_flat(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> dict:
-    """Rebuild an optimizer ``state_dict`` from :func:`optimizer_to_flat`'s output."""
+    """Rebuild an optimizer ``state_dict`` from
+    [`optimizer_to_flat`][probgen.infer.runs.optimizer_to_flat]'s output."""
     try:
         state: dict[int, dict[str, Any]] = {}
         for key, v in tensors.items():

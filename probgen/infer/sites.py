@@ -1,11 +1,11 @@
 """The engine's light Pyro handler and what is built on it: per-site log-densities.
 
-:class:`SiteRecorder` records the sampled values of a model or guide and sums their scaled,
-masked ``log_prob`` as the program runs, instead of building a full Pyro trace; the
-objectives of :mod:`probgen.infer.objectives` and the estimators of
-:mod:`probgen.infer.likelihood` run programs under it. :func:`per_example_log_weights`
-gives the importance weights ``log p(x_i, z_ik) - log q(z_ik | x_i)`` of IWAE and of the
-importance-sampled NLL.
+[`SiteRecorder`][probgen.infer.sites.SiteRecorder] records the sampled values of a model or guide
+and sums their scaled, masked ``log_prob`` as the program runs, instead of building a full Pyro
+trace; the objectives of [`probgen.infer.objectives`][probgen.infer.objectives] and the estimators
+of [`probgen.infer.likelihood`][probgen.infer.likelihood] run programs under it.
+[`per_example_log_weights`][probgen.infer.sites.per_example_log_weights] gives the importance
+weights ``log p(x_i, z_ik) - log q(z_ik | x_i)`` of IWAE and of the importance-sampled NLL.
 
 Examples:
     >>> import pyro, pyro.distributions as dist

@@ -1,9 +1,9 @@
 """Sample-quality distances for low-dimensional data (e.g. 2-D densities): MMD and energy distance.
 
-- :func:`mmd`: squared maximum mean discrepancy with a Gaussian (RBF) kernel, unbiased
-  estimator (Gretton et al. 2012, eq. 3), summed over one or several bandwidths;
-- :func:`energy_distance`: ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013), the
-  V-statistic (all pairs, including i = j).
+- [`mmd`][probgen.metrics.distances.mmd]: squared maximum mean discrepancy with a Gaussian (RBF)
+  kernel, unbiased estimator (Gretton et al. 2012, eq. 3), summed over one or several bandwidths;
+- [`energy_distance`][probgen.metrics.distances.energy_distance]: ``2 E|X-Y| - E|X-X'| - E|Y-Y'|``
+  (Szekely & Rizzo 2013), the V-statistic (all pairs, including i = j).
 
 Examples:
     >>> x = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))

@@ -1,12 +1,12 @@
 """Layer 4: the model families, one package per syllabus paradigm.
 
-- :mod:`probgen.models.arm`: autoregressive models and GPT;
-- :mod:`probgen.models.vae`: VAEs and VQ-VAE;
-- :mod:`probgen.models.flows`: normalizing flows.
+- [`probgen.models.arm`][probgen.models.arm]: autoregressive models and GPT;
+- [`probgen.models.vae`][probgen.models.vae]: VAEs and VQ-VAE;
+- [`probgen.models.flows`][probgen.models.flows]: normalizing flows.
 
-Every family registers the same contract (:mod:`probgen.models.family`): a typed config,
-``train`` and ``load``, runs that ``sample``, ``evaluate`` and ``save_samples``. Each is a
-thin constructor over the shared engine (:func:`probgen.infer.fit.fit`).
+Every family registers the same contract ([`probgen.models.family`][probgen.models.family]): a typed
+config, ``train`` and ``load``, runs that ``sample``, ``evaluate`` and ``save_samples``. Each is a
+thin constructor over the shared engine ([`probgen.infer.fit.fit`][probgen.infer.fit.fit]).
 
 Examples:
     >>> from probgen.models import family_names

@@ -1,11 +1,12 @@
 """Typed run configurations: dataclasses with defaults and help, set from text or files.
 
-Every family's config is a dataclass derived from :class:`RunConfig` (the settings all
-families share). Fields are declared with :func:`option` (a default and a one-line help).
-Values come, in this order, from the dataclass defaults, the family's presets for the kind
-of data, fast-mode settings, a YAML/JSON file (``--config``) and ``key=value`` pairs
-(``--set``); :func:`build_config` checks every key and converts every value to the field's
-type, so ``--set beta=abc`` or an unknown key is a one-line error that lists the valid keys.
+Every family's config is a dataclass derived from [`RunConfig`][probgen.models.config.RunConfig]
+(the settings all families share). Fields are declared with [`option`][probgen.models.config.option]
+(a default and a one-line help). Values come, in this order, from the dataclass defaults, the
+family's presets for the kind of data, fast-mode settings, a YAML/JSON file (``--config``) and
+``key=value`` pairs (``--set``); [`build_config`][probgen.models.config.build_config] checks every
+key and converts every value to the field's type, so ``--set beta=abc`` or an unknown key is a
+one-line error that lists the valid keys.
 
 Examples:
     >>> from dataclasses import dataclass
@@ -245,7 +246,8 @@ def build_config(cls: type, layers: Iterable[Mapping[str, Any]] = (),
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """JSON-able dict of a config (tuples become lists); :func:`build_config` reads it back."""
+    """JSON-able dict of a config (tuples become lists);
+    [`build_config`][probgen.models.config.build_config] reads it back."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 

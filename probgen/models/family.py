@@ -1,26 +1,27 @@
 """The family contract: every paradigm registers the same face, so the command line, the
 report and the tests treat them alike.
 
-A :class:`Family` is a name, a one-line description, a typed config (a dataclass derived
-from :class:`~probgen.models.config.RunConfig`), the kinds of data it trains on, and two
-functions:
+A [`Family`][probgen.models.family.Family] is a name, a one-line description, a typed config (a
+dataclass derived from [`RunConfig`][probgen.models.config.RunConfig]), the kinds of data it trains
+on, and two functions:
 
 ``fit(config, splits, ctx) -> Run``
     build the model and train it through the engine (``ctx.fit`` is
-    :func:`probgen.infer.fit.fit` with the run folder, resume flag, device and progress
-    filled in);
+    [`probgen.infer.fit.fit`][probgen.infer.fit.fit] with the run folder, resume flag, device and
+    progress filled in);
 ``load(run_dir, config, data_info) -> Run``
     rebuild the trained model of a run folder.
 
-A :class:`Run` can :meth:`~Run.sample` ``n`` examples (data scale, the shape of the data
-set), :meth:`~Run.evaluate` on the test split and :meth:`~Run.save_samples` to a file.
-:func:`train` is the one driver behind ``probgen train`` for every family: it resolves the
-config (defaults, presets for the kind of data, fast mode, ``--config``, ``--set``), guards
-the run folder (refuse / ``resume`` / ``overwrite``), sets the thread count, trains, then
+A [`Run`][probgen.models.family.Run] can [`sample`][probgen.models.family.Run.sample] ``n`` examples
+(data scale, the shape of the data set), [`evaluate`][probgen.models.family.Run.evaluate] on the
+test split and [`save_samples`][probgen.models.family.Run.save_samples] to a file.
+[`train`][probgen.models.family.train] is the one driver behind ``probgen train`` for every family:
+it resolves the config (defaults, presets for the kind of data, fast mode, ``--config``, ``--set``),
+guards the run folder (refuse / ``resume`` / ``overwrite``), sets the thread count, trains, then
 evaluates and writes ``metrics.json`` with one set of keys for every family: ``test_nll`` /
-``nll_kind`` / ``test_bpd`` where the family has a likelihood, ``fd`` on digits (Fréchet
-distance of 1000 samples against the test split), ``test_energy`` / ``test_mmd`` on
-vectors, ``train_seconds`` and ``num_params``. :func:`load_run` reads any run folder back.
+``nll_kind`` / ``test_bpd`` where the family has a likelihood, ``fd`` on digits (Fréchet distance of
+1000 samples against the test split), ``test_energy`` / ``test_mmd`` on vectors, ``train_seconds``
+and ``num_params``. [`load_run`][probgen.models.family.load_run] reads any run folder back.
 
 Threads: ``threads=0`` (the default) leaves torch alone when ``OMP_NUM_THREADS`` is set and
 otherwise uses one thread per four cores available to the process, at most four (so one on
@@ -119,12 +120,13 @@ def get_family(name: str) -> Family:
 class Run:
     """A trained model of one family with its config, data and (optional) run folder.
 
-    Subclasses implement :meth:`sample` and :meth:`figures` (the family's test figures) and
-    list their networks in :meth:`modules`.
+    Subclasses implement [`sample`][probgen.models.family.Run.sample] and
+    [`figures`][probgen.models.family.Run.figures] (the family's test figures) and list their
+    networks in [`modules`][probgen.models.family.Run.modules].
     """
 
     family: str = "?"
-    #: the file :func:`train` writes samples to in the run folder
+    #: the file `train` writes samples to in the run folder
     sample_file: str = "samples.png"
 
     def __init__(self, config: Any, data: DataSplits | dict[str, Any],
@@ -267,8 +269,8 @@ class TrainContext:
 
     def fit(self, model: Any, guide: Any = None, data: Any = None, *,
             out: str | Path | None | bool = True, **kwargs: Any) -> Any:
-        """:func:`probgen.infer.fit.fit` writing to the run folder (``out=True``), a
-        sub-folder (a path relative to it) or nowhere (``None``)."""
+        """[`probgen.infer.fit.fit`][probgen.infer.fit.fit] writing to the run folder
+        (``out=True``), a sub-folder (a path relative to it) or nowhere (``None``)."""
         from probgen.infer.fit import fit
 
         folder = self.out if out is True else (
@@ -372,7 +374,7 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
     checkpoints, ``metrics.jsonl``, ``metrics.json`` and ``samples.png``; an existing run
     there is refused unless ``resume`` (continue from its last checkpoint, exactly; the
     saved config is the base, ``sets`` / ``values`` may change e.g. ``steps``) or
-    ``overwrite``. Returns the :class:`Run` with its ``metrics``.
+    ``overwrite``. Returns the [`Run`][probgen.models.family.Run] with its ``metrics``.
     """
     fam = family if isinstance(family, Family) else get_family(family)
     out_path = Path(out) if out is not None else None
@@ -448,7 +450,8 @@ def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
-    """The trained model of any family's run folder (written by :func:`train`).
+    """The trained model of any family's run folder (written by
+    [`train`][probgen.models.family.train]).
 
     Examples:
         >>> import tempfile

@@ -1,12 +1,12 @@
 """Causal 1-D convolutions: output ``t`` sees inputs ``<= t`` (or ``< t`` for the first layer).
 
-:class:`CausalConv1d` pads on the left only, so no future value leaks in; with
-``include_current=False`` the input is also shifted right by one step (the "type A" layer
-of PixelCNN/WaveNet), so output ``t`` predicts ``x_t`` from ``x_<t`` only.
-:class:`CausalConvNet` stacks them with dilations ``1, 2, 4, ...`` and residual connections
-(WaveNet, van den Oord et al. 2016) and follows the shared interface of
-:mod:`probgen.nn.made`: one-hot ``(B, D, K)`` -> logits ``(B, D, K)``. It is the ARM of
-Tomczak's *Deep Generative Modeling*, ch. 2, on a flattened image.
+[`CausalConv1d`][probgen.nn.causal_conv.CausalConv1d] pads on the left only, so no future value
+leaks in; with ``include_current=False`` the input is also shifted right by one step (the "type A"
+layer of PixelCNN/WaveNet), so output ``t`` predicts ``x_t`` from ``x_<t`` only.
+[`CausalConvNet`][probgen.nn.causal_conv.CausalConvNet] stacks them with dilations ``1, 2, 4, ...``
+and residual connections (WaveNet, van den Oord et al. 2016) and follows the shared interface of
+[`probgen.nn.made`][probgen.nn.made]: one-hot ``(B, D, K)`` -> logits ``(B, D, K)``. It is the ARM
+of Tomczak's *Deep Generative Modeling*, ch. 2, on a flattened image.
 
 Examples:
     >>> import torch

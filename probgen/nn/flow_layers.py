@@ -4,13 +4,17 @@ Every layer follows Pyro's convention: ``_call`` maps base -> data (generation) 
 ``_inverse`` maps data -> base (scoring), so they compose with Pyro's own transforms inside a
 ``pyro.distributions.TransformedDistribution``.
 
-- :class:`ActNorm` -- per-channel affine with data-dependent initialisation (Glow, sec. 3.1).
-- :class:`InvertibleConv1x1` -- 1x1 convolution in LU form, log-diagonal (Glow, sec. 3.2, eq. 10).
-- :class:`Permutation` -- a fixed permutation stored as a buffer (moves with ``.to(device)``).
-- :class:`Invert` -- swaps the two directions of a transform module (MAF = inverted IAF).
+- [`ActNorm`][probgen.nn.flow_layers.ActNorm] -- per-channel affine with data-dependent
+  initialisation (Glow, sec. 3.1).
+- [`InvertibleConv1x1`][probgen.nn.flow_layers.InvertibleConv1x1] -- 1x1 convolution in LU form,
+  log-diagonal (Glow, sec. 3.2, eq. 10).
+- [`Permutation`][probgen.nn.flow_layers.Permutation] -- a fixed permutation stored as a buffer
+  (moves with ``.to(device)``).
+- [`Invert`][probgen.nn.flow_layers.Invert] -- swaps the two directions of a transform module (MAF =
+  inverted IAF).
 
 Squeeze, multi-scale factor-out and the conv coupling net live in
-:mod:`probgen.nn.flow_multiscale`.
+[`probgen.nn.flow_multiscale`][probgen.nn.flow_multiscale].
 
 References: Dinh et al. 2017 (RealNVP, arXiv:1605.08803), Kingma & Dhariwal 2018
 (Glow, arXiv:1807.03039).
@@ -76,7 +80,7 @@ def clear_transform_caches(module: nn.Module) -> None:
 
     Pyro transforms cache their last input/output by tensor identity; scoring the *same*
     data tensor again after an optimiser step would return the stale result (and an already
-    freed graph). :class:`~probgen.models.flows.flows.Flow` calls this each time it builds its
+    freed graph). [`Flow`][probgen.models.flows.flows.Flow] calls this each time it builds its
     distribution.
 
     Examples:

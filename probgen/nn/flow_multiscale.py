@@ -1,10 +1,11 @@
 """Multi-scale pieces of image flows, as Pyro ``TransformModule``s (base -> data is ``_call``).
 
-- :class:`Squeeze` / :class:`Unsqueeze` -- space-to-depth (RealNVP, sec. 3.6).
-- :class:`FactorOut` -- multi-scale architecture: part of the channels leave, an inner
-  transform keeps working on the rest (RealNVP, sec. 3.6; Glow, fig. 2b).
-- :class:`ConvCouplingNet` -- the conditioner of an image affine coupling (Pyro's
-  ``AffineCoupling(..., dim=-3)``).
+- [`Squeeze`][probgen.nn.flow_multiscale.Squeeze] /
+  [`Unsqueeze`][probgen.nn.flow_multiscale.Unsqueeze] -- space-to-depth (RealNVP, sec. 3.6).
+- [`FactorOut`][probgen.nn.flow_multiscale.FactorOut] -- multi-scale architecture: part of the
+  channels leave, an inner transform keeps working on the rest (RealNVP, sec. 3.6; Glow, fig. 2b).
+- [`ConvCouplingNet`][probgen.nn.flow_multiscale.ConvCouplingNet] -- the conditioner of an image
+  affine coupling (Pyro's ``AffineCoupling(..., dim=-3)``).
 
 References: Dinh et al. 2017 (RealNVP, arXiv:1605.08803), Kingma & Dhariwal 2018
 (Glow, arXiv:1807.03039).
@@ -50,8 +51,8 @@ def _depth_to_space(x: Tensor, f: int) -> Tensor:
 class Squeeze(TransformModule):
     """Space-to-depth in the generation direction: ``(C, H, W) -> (C*f*f, H/f, W/f)``.
 
-    Volume preserving (``log|det J| = 0``). Use :class:`Unsqueeze` for the opposite direction;
-    a Glow level scores data through ``Unsqueeze.inv`` (which squeezes).
+    Volume preserving (``log|det J| = 0``). Use [`Unsqueeze`][probgen.nn.flow_multiscale.Unsqueeze]
+    for the opposite direction; a Glow level scores data through ``Unsqueeze.inv`` (which squeezes).
 
     Examples:
         >>> Squeeze()(torch.randn(5, 1, 8, 8)).shape
@@ -158,7 +159,8 @@ class FactorOut(_AlongDim, TransformModule):
         self._parts: tuple[Tensor, Tensor, Tensor] | None = None  # (z, z1, x1)
 
     def clear_cache(self) -> None:
-        """Forget the parts of the last call (see :func:`clear_transform_caches`)."""
+        """Forget the parts of the last call (see
+        [`clear_transform_caches`][probgen.nn.flow_layers.clear_transform_caches])."""
         self._parts = None
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,6 @@
 """MADE: a masked MLP whose output ``d`` depends only on inputs ``< d`` (Germain et al. 2015).
 
-Every autoregressive network in :mod:`probgen.nn` shares one interface: it maps one-hot
+Every autoregressive network in [`probgen.nn`][probgen.nn] shares one interface: it maps one-hot
 inputs ``(B, D, K)`` (``D`` variables with ``K`` levels each, in the autoregressive order)
 to logits ``(B, D, K)`` of ``p(x_d | x_<d)``. An all-zero one-hot row means "unknown",
 which is how input dropout and the first sampling step are expressed.

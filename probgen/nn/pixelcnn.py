@@ -16,8 +16,8 @@ connection on the horizontal stack. With ``cond_channels > 0`` the net is *condi
 (Section 2.3 of the paper, location-dependent): a feature map ``cond`` of shape
 ``(B, cond_channels, H, W)``, computed from anything but the pixels themselves (a latent
 code, a label), enters both gates of every layer through a 1x1 convolution. The interface
-is the shared one of :mod:`probgen.nn.made`: one-hot ``(B, D, K)`` with ``D = H * W`` ->
-logits ``(B, D, K)``.
+is the shared one of [`probgen.nn.made`][probgen.nn.made]: one-hot ``(B, D, K)`` with
+``D = H * W`` -> logits ``(B, D, K)``.
 
 Examples:
     >>> import torch

@@ -1,16 +1,18 @@
 """Tokenizers: text <-> integer ids for language models.
 
-Three kinds, one interface (:class:`Tokenizer`: ``encode``, ``decode``, ``vocab_size``,
-``token_id``, ``save``):
+Three kinds, one interface ([`Tokenizer`][probgen.nn.tokenizers.Tokenizer]: ``encode``, ``decode``,
+``vocab_size``, ``token_id``, ``save``):
 
-- :class:`CharTokenizer`: one id per character seen in the training text.
-- :class:`WordTokenizer`: a regex splits text into words, numbers, punctuation runs and
-  whitespace (GPT-2's pre-tokenisation idea, Radford et al. 2019, section 2.2); the most
-  frequent pieces form the vocabulary, the rest map to ``<unk>``. Decoding concatenates
+- [`CharTokenizer`][probgen.nn.tokenizers.CharTokenizer]: one id per character seen in the training
+  text.
+- [`WordTokenizer`][probgen.nn.tokenizers.WordTokenizer]: a regex splits text into words, numbers,
+  punctuation runs and whitespace (GPT-2's pre-tokenisation idea, Radford et al. 2019, section 2.2);
+  the most frequent pieces form the vocabulary, the rest map to ``<unk>``. Decoding concatenates
   pieces, so text made only of known pieces round-trips exactly.
-- :class:`TiktokenTokenizer`: GPT-2's byte-level BPE through the optional ``tiktoken``
-  package. tiktoken downloads its BPE files on first use; probgen refuses to trigger that
-  download unless asked (``allow_download=True``), see :func:`tiktoken_available`.
+- [`TiktokenTokenizer`][probgen.nn.tokenizers.TiktokenTokenizer]: GPT-2's byte-level BPE through the
+  optional ``tiktoken`` package. tiktoken downloads its BPE files on first use; probgen refuses to
+  trigger that download unless asked (``allow_download=True``), see
+  [`tiktoken_available`][probgen.nn.tokenizers.tiktoken_available].
 
 Special tokens (``<|endoftext|>`` by default) are matched in the text before splitting and
 get the first ids.
@@ -84,15 +86,16 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable description that :func:`load_tokenizer` reads back."""
+        """A JSON-serialisable description that
+        [`load_tokenizer`][probgen.nn.tokenizers.load_tokenizer] reads back."""
 
     @property
     def eos_id(self) -> int:
-        """Id of :data:`EOS`."""
+        """Id of `EOS`."""
         return self.token_id(EOS)
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`to_dict` as JSON."""
+        """Write [`to_dict`][probgen.nn.tokenizers.Tokenizer.to_dict] as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
 
@@ -182,7 +185,8 @@ class _VocabTokenizer(Tokenizer):
 
 
 class CharTokenizer(_VocabTokenizer):
-    """One id per character. Build it with :meth:`fit` on the training text.
+    """One id per character. Build it with [`fit`][probgen.nn.tokenizers.CharTokenizer.fit] on the
+    training text.
 
     Examples:
         >>> from probgen.nn.tokenizers import CharTokenizer
@@ -207,7 +211,7 @@ class CharTokenizer(_VocabTokenizer):
 
 
 class WordTokenizer(_VocabTokenizer):
-    """Word-level tokens from the regex :data:`WORD_PATTERN`; unknown pieces become ``<unk>``.
+    """Word-level tokens from the regex `WORD_PATTERN`; unknown pieces become ``<unk>``.
 
     Examples:
         >>> from probgen.nn.tokenizers import WordTokenizer
@@ -332,7 +336,7 @@ class TiktokenTokenizer(Tokenizer):
     cached locally and ``allow_download`` is False (the default: probgen never downloads at
     run time unless told to). Put the files in ``$TIKTOKEN_CACHE_DIR`` to use it offline, or
     build GPT-2's tokenizer from the ``vocab.json`` of a local GPT-2 folder with
-    :meth:`from_vocab_json`.
+    [`from_vocab_json`][probgen.nn.tokenizers.TiktokenTokenizer.from_vocab_json].
 
     Examples:
         >>> from probgen.nn.tokenizers import TiktokenTokenizer, tiktoken_available
@@ -416,7 +420,7 @@ class TiktokenTokenizer(Tokenizer):
 def get_tokenizer(kind: str, text: str | None = None, **kwargs: Any) -> Tokenizer:
     """A tokenizer by name: ``"char"`` or ``"word"`` (fitted on ``text``), or a tiktoken
     encoding name such as ``"gpt2"``. Extra keyword arguments go to the ``fit`` method or
-    to :class:`TiktokenTokenizer`.
+    to [`TiktokenTokenizer`][probgen.nn.tokenizers.TiktokenTokenizer].
 
     Examples:
         >>> from probgen.nn.tokenizers import get_tokenizer
@@ -434,7 +438,8 @@ def get_tokenizer(kind: str, text: str | None = None, **kwargs: Any) -> Tokenize
 
 
 def load_tokenizer(source: str | Path | dict[str, Any]) -> Tokenizer:
-    """Rebuild a tokenizer from :meth:`Tokenizer.save`'s JSON file (or its dict).
+    """Rebuild a tokenizer from [`Tokenizer.save`][probgen.nn.tokenizers.Tokenizer.save]'s JSON file
+    (or its dict).
 
     Examples:
         >>> from probgen.nn.tokenizers import CharTokenizer, load_tokenizer

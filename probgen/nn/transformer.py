@@ -5,9 +5,10 @@ residual block (Radford et al. 2019, "Language Models are Unsupervised Multitask
 section 2.3). Parameter names follow GPT-2 (``c_attn``, ``c_proj``, ``c_fc``, ``ln_1``,
 ``ln_2``) so that published weights map onto them one to one.
 
-Attention uses :func:`torch.nn.functional.scaled_dot_product_attention`. A :class:`KVCache`
-stores the keys and values of the tokens already seen, so generating one more token costs
-one query against the cache instead of re-running the whole prefix.
+Attention uses `torch.nn.functional.scaled_dot_product_attention`. A
+[`KVCache`][probgen.nn.transformer.KVCache] stores the keys and values of the tokens already seen,
+so generating one more token costs one query against the cache instead of re-running the whole
+prefix.
 
 Examples:
     >>> import torch
@@ -35,9 +36,9 @@ class KVCache:
 
     Storage is preallocated: ``(n_layer, B, n_head, max_len, head_dim)`` for keys and for
     values. A forward pass writes the new positions ``[length, length + T)`` of each layer;
-    the caller then calls :meth:`advance` once, after all layers have run. ``max_len`` is
-    the model's ``block_size``: a cache that is full cannot take more tokens (``GPT.generate``
-    then rebuilds it from the last ``block_size`` tokens, see there).
+    the caller then calls [`advance`][probgen.nn.transformer.KVCache.advance] once, after all layers
+    have run. ``max_len`` is the model's ``block_size``: a cache that is full cannot take more
+    tokens (``GPT.generate`` then rebuilds it from the last ``block_size`` tokens, see there).
 
     Examples:
         >>> cache = KVCache(n_layer=2, batch_size=1, n_head=2, head_dim=4, max_len=8)

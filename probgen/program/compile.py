@@ -1,8 +1,8 @@
 """Compile a BayesNet into a Pyro program: one ``pyro.sample`` per node, in topological order.
 
-The compiled :class:`Program` is a ``torch.nn.Module`` (it owns the networks of the
-graph's neural CPDs) and a Pyro model: calling it runs the generative process inside a
-``pyro.plate`` over data rows. Observed values condition their sites; a value that is
+The compiled [`Program`][probgen.program.compile.Program] is a ``torch.nn.Module`` (it owns the
+networks of the graph's neural CPDs) and a Pyro model: calling it runs the generative process inside
+a ``pyro.plate`` over data rows. Observed values condition their sites; a value that is
 missing (``NaN`` in a float column, ``None``/``NaN`` in a DataFrame, or ``-1`` in an
 integer code tensor of a discrete node) is treated as latent: the node's site observes the
 present rows (masked) and a ``{node}_missing`` site draws — or, for a discrete node,

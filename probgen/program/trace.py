@@ -2,8 +2,8 @@
 
 ``graph_of(model, *args, **kwargs)`` runs ``model`` once under Pyro's tracer, reads the
 direct dependencies between sample sites (``pyro.infer.inspect.get_dependencies``) and
-returns a :class:`~probgen.graph.BayesNet` with one node per sample site: observed sites
-as observed nodes, the rest latent, and each node's innermost plate. The result has no
+returns a [`BayesNet`][probgen.graph.bayesnet.BayesNet] with one node per sample site: observed
+sites as observed nodes, the rest latent, and each node's innermost plate. The result has no
 CPDs (a skeleton): draw it, print its factorisation, ask d-separation questions.
 
 Examples:

@@ -1,21 +1,24 @@
 """Autoregressive models (ARMs): the chain rule as a Bayesian network with one neural conditional.
 
 ``p(x) = prod_d p(x_d | x_<d)`` is the fully connected chain ``x_1 -> x_2 -> ... -> x_D``.
-Instead of ``D`` networks, one *causal* network (:class:`~probgen.nn.made.MADE`,
-:class:`~probgen.nn.causal_conv.CausalConvNet`, :class:`~probgen.nn.pixelcnn.GatedPixelCNN`)
-computes all ``D`` conditionals in one pass. So the graph has a single vectorised node
-``x`` (event dimension = the ``D`` pixels) whose distribution, :class:`ARMDistribution`,
-runs that network in ``log_prob`` (exact, one pass) and samples ancestrally (``D`` passes).
-:class:`ARM` compiles that graph with :class:`~probgen.program.compile.Program`, so the
-engine trains it with ``fit(arm, None, x, objective="likelihood")`` and
-:func:`~probgen.infer.likelihood.exact_nll` scores it: no ARM-specific training loop.
+Instead of ``D`` networks, one *causal* network ([`MADE`][probgen.nn.made.MADE],
+[`CausalConvNet`][probgen.nn.causal_conv.CausalConvNet],
+[`GatedPixelCNN`][probgen.nn.pixelcnn.GatedPixelCNN]) computes all ``D`` conditionals in one pass.
+So the graph has a single vectorised node ``x`` (event dimension = the ``D`` pixels) whose
+distribution, [`ARMDistribution`][probgen.models.arm.arm.ARMDistribution], runs that network in
+``log_prob`` (exact, one pass) and samples ancestrally (``D`` passes).
+[`ARM`][probgen.models.arm.arm.ARM] compiles that graph with
+[`Program`][probgen.program.compile.Program], so the engine trains it with
+``fit(arm, None, x, objective="likelihood")`` and [`exact_nll`][probgen.infer.likelihood.exact_nll]
+scores it: no ARM-specific training loop.
 
-Two training aids live in :class:`ARM`: *input dropout* (each input pixel is hidden from
-the network with probability ``input_dropout`` while training) and an exponential moving
+Two training aids live in [`ARM`][probgen.models.arm.arm.ARM]: *input dropout* (each input pixel is
+hidden from the network with probability ``input_dropout`` while training) and an exponential moving
 average (EMA) of the weights. Whenever the model is not taking a training step (``.eval()``
-or ``torch.no_grad()``: validation, :func:`exact_nll`, sampling) it scores with the EMA
-weights and without dropout. An ARM may hold several networks: its distribution is then the
-uniform mixture ``log p(x) = log mean_k p_k(x)``, still an exact likelihood (an ensemble).
+or ``torch.no_grad()``: validation, [`exact_nll`][probgen.infer.likelihood.exact_nll], sampling) it
+scores with the EMA weights and without dropout. An ARM may hold several networks: its distribution
+is then the uniform mixture ``log p(x) = log mean_k p_k(x)``, still an exact likelihood (an
+ensemble).
 
 Examples:
     >>> import torch

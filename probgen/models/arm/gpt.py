@@ -1,16 +1,17 @@
 """GPT: a decoder-only transformer, the autoregressive model of the course's ARM unit.
 
 As a Bayesian network a GPT is the chain x1 -> x2 -> ... -> xT in which every token's
-conditional p(x_t | x_<t) is one shared causal network; :meth:`GPT.log_prob` is the exact
-log-likelihood of that network, so the shared engine can fit it with the "likelihood"
-objective. Architecture as GPT-2 (Radford et al. 2019): learned position embeddings,
-pre-norm blocks (:mod:`probgen.nn.transformer`), a final LayerNorm and an output layer tied
-to the token embedding (Press & Wolf 2017).
+conditional p(x_t | x_<t) is one shared causal network;
+[`GPT.log_prob`][probgen.models.arm.gpt.GPT.log_prob] is the exact log-likelihood of that network,
+so the shared engine can fit it with the "likelihood" objective. Architecture as GPT-2 (Radford et
+al. 2019): learned position embeddings, pre-norm blocks
+([`probgen.nn.transformer`][probgen.nn.transformer]), a final LayerNorm and an output layer tied to
+the token embedding (Press & Wolf 2017).
 
-Generation (:meth:`GPT.generate`) supports greedy decoding (``temperature=0``), temperature,
-top-k and nucleus (top-p, Holtzman et al. 2020) sampling, the CTRL repetition penalty
-(Keskar et al. 2019), stop tokens and a key/value cache that yields exactly the tokens of
-the uncached path.
+Generation ([`GPT.generate`][probgen.models.arm.gpt.GPT.generate]) supports greedy decoding
+(``temperature=0``), temperature, top-k and nucleus (top-p, Holtzman et al. 2020) sampling, the CTRL
+repetition penalty (Keskar et al. 2019), stop tokens and a key/value cache that yields exactly the
+tokens of the uncached path.
 
 Examples:
     >>> import torch
@@ -49,7 +50,7 @@ __all__ = [
     "next_token",
 ]
 
-#: Target value that :meth:`GPT.loss` skips (the convention of ``F.cross_entropy``).
+#: Target value that `GPT.loss` skips (the convention of ``F.cross_entropy``).
 IGNORE_INDEX = -100
 
 
@@ -172,7 +173,7 @@ class GPT(nn.Module):
     def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy (nats per token) of ``targets`` (B, T) given ``idx`` (B, T).
 
-        Positions whose target is :data:`IGNORE_INDEX` (-100) do not count: that is how
+        Positions whose target is `IGNORE_INDEX` (-100) do not count: that is how
         padding and the prompt of an instruction example are masked out.
         """
         if targets.shape != idx.shape:
@@ -194,7 +195,8 @@ class GPT(nn.Module):
         return logp.gather(-1, idx[:, 1:, None]).squeeze(-1).sum(-1)  # (B,)
 
     def new_cache(self, batch_size: int) -> KVCache:
-        """An empty :class:`KVCache` sized for this model (max_len = block_size)."""
+        """An empty [`KVCache`][probgen.nn.transformer.KVCache] sized for this model (max_len =
+        block_size)."""
         c = self.config
         p = self.transformer.wte.weight
         return KVCache(c.n_layer, batch_size, c.n_head, c.n_embd // c.n_head, c.block_size,

@@ -4,14 +4,15 @@ The text (the embedded corpus, ``--data text``, or a local ``.txt`` file) is spl
 10 by characters; the tokenizer's vocabulary is fitted on the whole text (a character or
 word list, nothing learned from its order). As a Pyro program the model is the chain of
 tokens with one causal conditional: ``y ~ Categorical(logits=GPT(x))`` for every window
-``x`` of ``block_size`` tokens and its shift ``y``, trained by :func:`probgen.infer.fit.fit`
-with the exact likelihood, AdamW (weight decay on matrices only, betas 0.9 / 0.95), a linear
-warm-up then a cosine decay to ``lr / 10`` at ``decay_steps``, and gradient clipping at
-``grad_clip`` for the per-token loss. Validation and test NLL are exact over disjoint
-windows, in nats per token.
+``x`` of ``block_size`` tokens and its shift ``y``, trained by
+[`probgen.infer.fit.fit`][probgen.infer.fit.fit] with the exact likelihood, AdamW (weight decay on
+matrices only, betas 0.9 / 0.95), a linear warm-up then a cosine decay to ``lr / 10`` at
+``decay_steps``, and gradient clipping at ``grad_clip`` for the per-token loss. Validation and test
+NLL are exact over disjoint windows, in nats per token.
 
 The run folder holds the engine's files, ``tokenizer.json`` and ``samples.txt``;
-:func:`generate_text` continues a prompt with a run (``probgen generate``).
+[`generate_text`][probgen.models.arm.gpt_train.generate_text] continues a prompt with a run
+(``probgen generate``).
 
 Examples:
     >>> from probgen.data.splits import text_splits
@@ -251,8 +252,9 @@ def generate_text(run: GPTRun | str | Path, prompt: str, max_new_tokens: int = 2
                   temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
                   repetition_penalty: float = 1.0, stop: str | None = None,
                   seed: int | None = None, use_cache: bool = True) -> str:
-    """Continue ``prompt`` with a GPT run (a :class:`GPTRun` or its folder); returns prompt
-    plus continuation. ``stop`` is a token (e.g. ``"<|endoftext|>"``) ending generation."""
+    """Continue ``prompt`` with a GPT run (a [`GPTRun`][probgen.models.arm.gpt_train.GPTRun] or its
+    folder); returns prompt plus continuation. ``stop`` is a token (e.g. ``"<|endoftext|>"``) ending
+    generation."""
     if not isinstance(run, GPTRun):
         from probgen.models.family import load_run
 

@@ -5,7 +5,7 @@ An example (instruction, optional input, output) becomes one sequence::
     <prompt: template + instruction (+ input) + "### Response:\\n"> <output> <|endoftext|>
 
 and the model is trained on the log-likelihood of the *response only*: prompt positions
-and padding get the target :data:`~probgen.models.arm.gpt.IGNORE_INDEX`, so they add nothing
+and padding get the target `IGNORE_INDEX`, so they add nothing
 to the loss, while the closing end-of-text token is a target, so the model learns to stop.
 Batches are right-padded (with the EOS id unless told otherwise); a causal model never
 looks right, so padding needs no attention mask.

@@ -1,7 +1,8 @@
 """GPT-2 weights in the Hugging Face layout: load them from a local folder, or write them.
 
 Nothing is downloaded: a user who has GPT-2 (e.g. a copy of the ``gpt2`` model folder)
-points :func:`load_gpt2` at the directory. The expected layout is
+points [`load_gpt2`][probgen.models.arm.pretrained.load_gpt2] at the directory. The expected layout
+is
 
 - ``config.json`` with ``vocab_size``, ``n_positions`` (or ``n_ctx``), ``n_layer``,
   ``n_head``, ``n_embd`` (optional ``activation_function``, ``layer_norm_epsilon``);
@@ -49,7 +50,8 @@ _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
 def gpt2_config(hf: dict, dropout: float = 0.0) -> GPTConfig:
-    """A :class:`GPTConfig` from a Hugging Face GPT-2 ``config.json`` dict.
+    """A [`GPTConfig`][probgen.models.arm.gpt.GPTConfig] from a Hugging Face GPT-2 ``config.json``
+    dict.
 
     Examples:
         >>> from probgen.models.arm.pretrained import gpt2_config
@@ -74,7 +76,8 @@ def gpt2_config(hf: dict, dropout: float = 0.0) -> GPTConfig:
 
 
 def from_gpt2_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Hugging Face GPT-2 keys and layout -> :class:`GPT` state-dict keys and layout."""
+    """Hugging Face GPT-2 keys and layout -> [`GPT`][probgen.models.arm.gpt.GPT] state-dict keys and
+    layout."""
     out: dict[str, Tensor] = {}
     for key, value in hf_state.items():
         k = key.removeprefix("transformer.")
@@ -87,7 +90,8 @@ def from_gpt2_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def to_gpt2_state_dict(model: GPT) -> dict[str, Tensor]:
-    """:class:`GPT` parameters in the Hugging Face GPT-2 layout (no prefix, Conv1D transposed)."""
+    """[`GPT`][probgen.models.arm.gpt.GPT] parameters in the Hugging Face GPT-2 layout (no prefix,
+    Conv1D transposed)."""
     if not model.config.bias:
         raise ValueError("model: GPT-2's layout needs bias=True")
     out = {}
@@ -115,7 +119,8 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
 
 
 def load_gpt2(path: str | Path, dropout: float = 0.0) -> GPT:
-    """A :class:`GPT` with the weights of a local Hugging Face GPT-2 folder (see module docs).
+    """A [`GPT`][probgen.models.arm.gpt.GPT] with the weights of a local Hugging Face GPT-2 folder
+    (see module docs).
 
     Examples:
         >>> from probgen.models.arm.pretrained import load_gpt2

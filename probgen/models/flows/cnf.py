@@ -9,8 +9,9 @@ Data ``x`` at time 0 flows to the base variable ``z`` at time ``t1`` along
 The trace is exact (``dim`` backward passes) for small ``dim`` and Hutchinson's unbiased
 estimate ``eps^T (df/dz) eps`` otherwise (FFJORD, eq. 7), with one ``eps`` per solve.
 
-:class:`CNFTransform` is a Pyro ``TransformModule`` (base -> data is ``_call``), so a CNF is a
-:class:`~probgen.models.flows.flows.Flow` like any other: :class:`CNF` builds one.
+[`CNFTransform`][probgen.models.flows.cnf.CNFTransform] is a Pyro ``TransformModule`` (base -> data
+is ``_call``), so a CNF is a [`Flow`][probgen.models.flows.flows.Flow] like any other:
+[`CNF`][probgen.models.flows.cnf.CNF] builds one.
 
 Examples:
     >>> import torch
@@ -157,7 +158,8 @@ class CNFTransform(TransformModule):
         return self.func.nfe
 
     def clear_cache(self) -> None:
-        """Forget the last solve (see :func:`~probgen.nn.flow_layers.clear_transform_caches`)."""
+        """Forget the last solve (see
+        [`clear_transform_caches`][probgen.nn.flow_layers.clear_transform_caches])."""
         self._last = None
 
     def _solve(self, y0: Tensor, t0: float, t1: float) -> tuple[Tensor, Tensor]:
@@ -194,8 +196,9 @@ class CNFTransform(TransformModule):
 
 
 class CNF(Flow):
-    """A continuous normalizing flow over ``(dim,)`` vectors: a :class:`Flow` whose only
-    transform is a :class:`CNFTransform` (same arguments).
+    """A continuous normalizing flow over ``(dim,)`` vectors: a
+    [`Flow`][probgen.models.flows.flows.Flow] whose only transform is a
+    [`CNFTransform`][probgen.models.flows.cnf.CNFTransform] (same arguments).
 
     Examples:
         >>> flow = CNF(2, hidden=(8,))

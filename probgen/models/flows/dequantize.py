@@ -9,11 +9,12 @@ A pixel with ``levels`` values ``x in {0, ..., levels-1}`` becomes ``y = (x + u)
 with ``q_y(y|x) = q(u|x) * levels^D`` the noise density in ``y`` space. The right side is the
 one-sample (ELBO) bound; ``log (1/K) sum_k p(y_k)/q_y(y_k|x)`` is the importance-weighted
 bound, tighter as K grows (Burda et al. 2016). Both are *bounds* on the discrete NLL, and
-:class:`DiscreteNLL` says so.
+[`DiscreteNLL`][probgen.models.flows.dequantize.DiscreteNLL] says so.
 
-- :class:`UniformDequantization`: ``q(u|x) = U[0, 1)^D``.
-- :class:`VariationalDequantization`: ``u = sigmoid(v)``, ``v ~`` a conditional flow given
-  ``x`` (Flow++, sec. 3.1).
+- [`UniformDequantization`][probgen.models.flows.dequantize.UniformDequantization]:
+  ``q(u|x) = U[0, 1)^D``.
+- [`VariationalDequantization`][probgen.models.flows.dequantize.VariationalDequantization]:
+  ``u = sigmoid(v)``, ``v ~`` a conditional flow given ``x`` (Flow++, sec. 3.1).
 
 Examples:
     >>> import torch
@@ -103,7 +104,7 @@ class UniformDequantization(nn.Module):
 class VariationalDequantization(UniformDequantization):
     """Learned noise ``u = sigmoid(v)``, ``v ~ flow_q(context = x scaled to [-1, 1])``.
 
-    ``flow_q`` is a conditional :class:`~probgen.models.flows.flows.Flow` over ``x.shape[1:]`` whose
+    ``flow_q`` is a conditional [`Flow`][probgen.models.flows.flows.Flow] over ``x.shape[1:]`` whose
     ``context_dim`` is ``prod(x.shape[1:])``; pick one that samples in one pass (coupling or
     ``fast="sample"``), since training samples it every step.
 

@@ -14,10 +14,12 @@ with three choices for the two distributions over ``z``:
   forward pass (sampling) is one network call and whose ``log_prob`` of its own samples is
   read from the cache, so the ELBO never inverts it;
 - ``prior="standard"`` (``N(0, I)``) or ``prior="flow"``: a MAF over ``z``
-  (:func:`~probgen.models.flows.flows.maf`), which scores ``z`` in one pass.
+  ([`maf`][probgen.models.flows.flows.maf]), which scores ``z`` in one pass.
 
-Every variant is a ``(model, guide)`` pair trained by :func:`probgen.infer.fit.fit` with the
-ELBO objective; :func:`compare_vae_guides` trains several and reports test figures.
+Every variant is a ``(model, guide)`` pair trained by
+[`probgen.infer.fit.fit`][probgen.infer.fit.fit] with the ELBO objective;
+[`compare_vae_guides`][probgen.models.flows.flow_vae.compare_vae_guides] trains several and reports
+test figures.
 
 Examples:
     >>> import torch
@@ -217,8 +219,9 @@ def compare_vae_guides(variants: tuple[str, ...] = ("mean_field", "iaf", "iaf+fl
 
 
 def elbo_gain(results: dict[str, dict[str, Any]], base: str = "mean_field") -> dict[str, float]:
-    """Test-ELBO gain in nats/image of each variant of :func:`compare_vae_guides` over
-    ``base`` (positive: a higher ELBO than ``base``).
+    """Test-ELBO gain in nats/image of each variant of
+    [`compare_vae_guides`][probgen.models.flows.flow_vae.compare_vae_guides] over ``base``
+    (positive: a higher ELBO than ``base``).
 
     Examples:
         >>> elbo_gain({"mean_field": {"test_neg_elbo": 40.0}, "iaf": {"test_neg_elbo": 38.5}})

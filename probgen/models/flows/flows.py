@@ -1,17 +1,17 @@
 """Normalizing flows as Pyro ``TransformedDistribution``s (zuko style).
 
-A :class:`Flow` is an ``nn.Module`` whose ``forward(context=None)`` *returns a distribution*:
-a standard Normal base pushed through a list of Pyro transforms (base -> data order). The
-families differ only in the layer they stack:
+A [`Flow`][probgen.models.flows.flows.Flow] is an ``nn.Module`` whose
+``forward(context=None)`` *returns a distribution*: a standard Normal base pushed through a list of
+Pyro transforms (base -> data order). The families differ only in the layer they stack:
 
 =================  ==========================================  ==========================
 builder            layer (Pyro transform)                      reference
 =================  ==========================================  ==========================
-:func:`realnvp`    ``affine_coupling``                         Dinh et al. 2017
-:func:`maf`        ``affine_autoregressive``, scoring parallel  Papamakarios et al. 2017
-:func:`iaf`        ``affine_autoregressive``, sampling parallel Kingma et al. 2016
-:func:`nsf`        ``spline_coupling`` / ``spline_autoregressive``  Durkan et al. 2019
-:func:`glow`       actnorm + 1x1 conv + conv affine coupling,    Kingma & Dhariwal 2018
+`realnvp`          ``affine_coupling``                         Dinh et al. 2017
+`maf`              ``affine_autoregressive``, scoring parallel  Papamakarios et al. 2017
+`iaf`              ``affine_autoregressive``, sampling parallel Kingma et al. 2016
+`nsf`              ``spline_coupling`` / ``spline_autoregressive``  Durkan et al. 2019
+`glow`             actnorm + 1x1 conv + conv affine coupling,    Kingma & Dhariwal 2018
                    squeeze and multi-scale factor-out
 =================  ==========================================  ==========================
 
@@ -20,8 +20,9 @@ a float tensor, e.g. ``F.one_hot(y, 10).float()``.
 
 Scoring data needs every transform's inverse; Pyro's planar, radial, Sylvester, polynomial,
 (block) neural autoregressive transforms only invert values they produced themselves.
-:func:`check_invertible` raises a ``ValueError`` naming such a transform; :meth:`Flow.log_prob`
-and :func:`flow_model` call it before scoring.
+[`check_invertible`][probgen.models.flows.flows.check_invertible] raises a ``ValueError`` naming
+such a transform; [`Flow.log_prob`][probgen.models.flows.flows.Flow.log_prob] and
+[`flow_model`][probgen.models.flows.flows.flow_model] call it before scoring.
 
 Examples:
     >>> import torch
@@ -102,7 +103,8 @@ def _children(t: object) -> list[object]:
 def check_invertible(obj: Distribution | Transform | nn.Module | Sequence[object]) -> None:
     """Raise ``ValueError`` if scoring data through ``obj`` would need a missing inverse.
 
-    ``obj`` is a ``TransformedDistribution``, a transform, a :class:`Flow` or a list of those.
+    ``obj`` is a ``TransformedDistribution``, a transform, a
+    [`Flow`][probgen.models.flows.flows.Flow] or a list of those.
 
     Examples:
         >>> base = dist.Normal(torch.zeros(2), 1.0).to_event(1)
@@ -264,7 +266,7 @@ def build_flow(
 
     Args:
         dim: data dimension (>= 2).
-        layer: one of :data:`LAYERS`.
+        layer: one of `LAYERS`.
         num_layers: how many layers.
         hidden: hidden sizes of each conditioner network.
         context_dim: > 0 for a conditional flow (Pyro's conditional transforms).
@@ -272,7 +274,7 @@ def build_flow(
             (MAF) or ``"sample"`` (IAF). Coupling layers are fast both ways.
         bins: spline bins (``spline_*`` layers).
         bound: spline interval ``[-bound, bound]``; identity outside.
-        actnorm: put an :class:`~probgen.nn.flow_layers.ActNorm` before every layer.
+        actnorm: put an [`ActNorm`][probgen.nn.flow_layers.ActNorm] before every layer.
 
     Examples:
         >>> flow = build_flow(3, "spline_autoregressive", num_layers=2, hidden=(8,))
@@ -304,7 +306,8 @@ def build_flow(
 
 def realnvp(dim: int, num_layers: int = 4, hidden: Sequence[int] = (64, 64),
             context_dim: int = 0, actnorm: bool = False) -> Flow:
-    """RealNVP: affine coupling layers (Dinh et al. 2017). See :func:`build_flow`.
+    """RealNVP: affine coupling layers (Dinh et al. 2017). See
+    [`build_flow`][probgen.models.flows.flows.build_flow].
 
     Examples:
         >>> realnvp(4, num_layers=2).sample((2,)).shape

@@ -3,15 +3,15 @@
 ``--data digits``, a 2-D density (``swiss_roll``, ``moons``, ``eight_gaussians``,
 ``checkerboard``, ``rings``) or a local ``(N, D)`` array. There is no flow-specific loop:
 the flow becomes a Pyro model whose log joint is the log-likelihood
-(:func:`~probgen.models.flows.flows.flow_model`) or, for discrete digits, the dequantization
-bound (:func:`~probgen.models.flows.dequantize.dequantized_model`), and ``fit`` minimises it
-with the ``"likelihood"`` objective, stopping early on the validation loss.
+([`flow_model`][probgen.models.flows.flows.flow_model]) or, for discrete digits, the dequantization
+bound ([`dequantized_model`][probgen.models.flows.dequantize.dequantized_model]), and ``fit``
+minimises it with the ``"likelihood"`` objective, stopping early on the validation loss.
 
-The default model (:func:`coupling_flow`) stacks ``num_layers`` x (actnorm, a fixed
-permutation, a rational-quadratic spline coupling; Durkan et al. 2019). Its conditioner
-networks use dropout: with 1000 training images the flow overfits within a few hundred
-steps otherwise. Dropout is active only while gradients are being taken (training steps);
-validation, evaluation and sampling run the deterministic network.
+The default model ([`coupling_flow`][probgen.models.flows.train.coupling_flow]) stacks
+``num_layers`` x (actnorm, a fixed permutation, a rational-quadratic spline coupling; Durkan et
+al. 2019). Its conditioner networks use dropout: with 1000 training images the flow overfits within
+a few hundred steps otherwise. Dropout is active only while gradients are being taken (training
+steps); validation, evaluation and sampling run the deterministic network.
 
 Reported figures (``metrics.json``):
 

@@ -2,7 +2,7 @@
 
 An encoder maps data ``x`` (and optionally a label ``y``) to the guide's
 ``q(z | x) = Normal(loc, scale)`` over a ``latent_dim`` vector. A decoder maps ``z`` (and
-``y``) to ``p(x | z)``, one of the reconstruction likelihoods of :data:`LIKELIHOODS`:
+``y``) to ``p(x | z)``, one of the reconstruction likelihoods of `LIKELIHOODS`:
 
 - ``categorical``: integer levels 0..K-1, a Categorical per pixel (cross-entropy);
 - ``bernoulli``: binary data, Bernoulli(logits) (BCE);
@@ -173,15 +173,15 @@ def likelihood_dist(likelihood: str, out: torch.Tensor, scale: torch.Tensor | fl
 
 
 class Decoder(nn.Module):
-    """``p(x | z[, y])``: a network producing the parameters of one of :data:`LIKELIHOODS`.
+    """``p(x | z[, y])``: a network producing the parameters of one of `LIKELIHOODS`.
 
     Args:
-        data_shape: as for :class:`Encoder`.
-        latent_dim: as for :class:`Encoder`.
-        arch: as for :class:`Encoder`.
-        hidden: as for :class:`Encoder` (read in reverse for the MLP).
-        num_classes: as for :class:`Encoder`.
-        dropout: as for :class:`Encoder`.
+        data_shape: as for [`Encoder`][probgen.models.vae.nets.Encoder].
+        latent_dim: as for [`Encoder`][probgen.models.vae.nets.Encoder].
+        arch: as for [`Encoder`][probgen.models.vae.nets.Encoder].
+        hidden: as for [`Encoder`][probgen.models.vae.nets.Encoder] (read in reverse for the MLP).
+        num_classes: as for [`Encoder`][probgen.models.vae.nets.Encoder].
+        dropout: as for [`Encoder`][probgen.models.vae.nets.Encoder].
         likelihood: the reconstruction distribution (module table).
         num_levels: K for ``"categorical"``.
         scale: the fixed scale of ``"mse"`` / ``"l1"`` (the initial one of ``"gaussian"``).

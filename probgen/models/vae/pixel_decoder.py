@@ -1,9 +1,9 @@
 """An autoregressive VAE decoder: ``p(x | z) = prod_d p(x_d | x_<d, z)`` (PixelVAE-style).
 
-A factorised decoder (:class:`~probgen.models.vae.nets.Decoder`) must explain every
+A factorised decoder ([`Decoder`][probgen.models.vae.nets.Decoder]) must explain every
 pixel correlation through ``z``: neighbouring strokes come out blurred and the ELBO pays
 for it. This decoder keeps the graph ``z -> x`` of the VAE and makes ``x``'s CPD a small
-*conditional* gated PixelCNN (:class:`~probgen.nn.pixelcnn.GatedPixelCNN`): an MLP maps
+*conditional* gated PixelCNN ([`GatedPixelCNN`][probgen.nn.pixelcnn.GatedPixelCNN]): an MLP maps
 ``z`` (and a label ``y``) to a feature map over the image, which conditions every gated
 layer, while the causal convolutions see the pixels already drawn (Gulrajani et al. 2017,
 "PixelVAE"; van den Oord et al. 2016, "Conditional Image Generation with PixelCNN
@@ -54,7 +54,7 @@ class LocalPixelNet(nn.Module):
     convolution (a PixelCNN type-A mask, van den Oord et al. 2016), plus the conditioning
     map at ``(i, j)``; 1x1 layers then turn that into logits. Nothing further away reaches
     it, so structure beyond the neighbourhood has to come from the conditioning (the VAE's
-    ``z``). Interface of :mod:`probgen.nn.made`: one-hot ``(B, D, K)`` -> logits
+    ``z``). Interface of [`probgen.nn.made`][probgen.nn.made]: one-hot ``(B, D, K)`` -> logits
     ``(B, D, K)``, here with ``cond`` ``(B, cond_channels, H, W)``.
 
     Examples:
@@ -101,8 +101,8 @@ class PixelDecoderDistribution(TorchDistribution):
     """``prod_d Categorical(x_d | net(x_<d, cond))`` over ``D = H * W`` integer pixels.
 
     Args:
-        net: a conditional net, :class:`LocalPixelNet` or
-            :class:`~probgen.nn.pixelcnn.GatedPixelCNN` with ``cond_channels > 0``.
+        net: a conditional net, [`LocalPixelNet`][probgen.models.vae.pixel_decoder.LocalPixelNet] or
+            [`GatedPixelCNN`][probgen.nn.pixelcnn.GatedPixelCNN] with ``cond_channels > 0``.
         cond: its conditioning maps, shape ``(*batch_shape, C, H, W)``.
 
     Examples:
@@ -247,5 +247,6 @@ class PixelDecoder(nn.Module):
     @torch.no_grad()
     def mean(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Expected levels along a greedy raster decode (see
-        :meth:`PixelDecoderDistribution.greedy_mean`), shape ``(..., H * W)``."""
+        [`greedy_mean`][probgen.models.vae.pixel_decoder.PixelDecoderDistribution.greedy_mean]),
+        shape ``(..., H * W)``."""
         return self(z, y).greedy_mean()

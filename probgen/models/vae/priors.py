@@ -1,15 +1,18 @@
 """Priors ``p(z)`` for the VAE family: modules whose ``forward()`` returns a distribution.
 
 A prior is the CPD of the root node ``z`` of the generative graph, so it is a
-:class:`~probgen.graph.cpd.NeuralCPD` module with no parents. Three ship:
+[`NeuralCPD`][probgen.graph.cpd.NeuralCPD] module with no parents. Three ship:
 
-- :class:`StandardPrior` — ``N(0, I)``, the VAE of Kingma & Welling (2014);
-- :class:`MixturePrior` — a learnable mixture of K diagonal Gaussians;
-- :class:`VampPrior` — the "variational mixture of posteriors" of Tomczak & Welling
-  (2018): ``p(z) = 1/K sum_k q(z | u_k)`` with K learnable pseudo-inputs ``u_k`` that go
-  through the VAE's own encoder. It ties the prior to the aggregate posterior.
+- [`StandardPrior`][probgen.models.vae.priors.StandardPrior] — ``N(0, I)``, the VAE of Kingma &
+  Welling (2014);
+- [`MixturePrior`][probgen.models.vae.priors.MixturePrior] — a learnable mixture of K diagonal
+  Gaussians;
+- [`VampPrior`][probgen.models.vae.priors.VampPrior] — the "variational mixture of posteriors" of
+  Tomczak & Welling (2018): ``p(z) = 1/K sum_k q(z | u_k)`` with K learnable pseudo-inputs ``u_k``
+  that go through the VAE's own encoder. It ties the prior to the aggregate posterior.
 
-A flow prior is a transform of :class:`StandardPrior` (see ``probgen.models.flows.flows``).
+A flow prior is a transform of [`StandardPrior`][probgen.models.vae.priors.StandardPrior] (see
+``probgen.models.flows.flows``).
 
 Examples:
     >>> p = MixturePrior(latent_dim=2, num_components=3)

@@ -1,12 +1,14 @@
 """The VAE family (``probgen train vae``): its config, training through ``fit``, scoring
-(:func:`evaluate_vae`, per-example guide refinement) and runs read back.
+([`evaluate_vae`][probgen.models.vae.train.evaluate_vae], per-example guide refinement) and runs
+read back.
 
 The default model on digits: a 16-dimensional standard-normal latent, an MLP encoder and
 an autoregressive pixel decoder (``likelihood="pixelcnn"``: each pixel also sees the two
-pixels to its left, see :mod:`probgen.models.vae.pixel_decoder`), trained by the ELBO with
-early stopping on the validation ELBO. Measured on 2 shared CPU cores (about 30 s of
-training, 1.5 min in all): test NLL 86.4 nats (IWAE-1000 with refined guides), -ELBO 87.0,
-KL 6.4 nats. The factorised categorical decoder (``--set likelihood=categorical``) gives
+pixels to its left, see [`probgen.models.vae.pixel_decoder`][probgen.models.vae.pixel_decoder]),
+trained by the ELBO with early stopping on the validation ELBO. Measured on 2 shared CPU cores
+(about 30 s of training, 1.5 min in all): test NLL 86.4 nats (IWAE-1000 with refined
+guides), -ELBO 87.0, KL 6.4 nats. The factorised categorical decoder
+(``--set likelihood=categorical``) gives
 94.5 / 95.2 at a KL of 6.1, so the gain does not come from ignoring ``z``.
 
 Examples:
@@ -78,9 +80,10 @@ class VAEConfig(RunConfig):
 class LocalGuide(torch.nn.Module):
     """A non-amortised guide ``q(z_i) = N(mu_i, sigma_i)`` with one parameter row per example.
 
-    Started from the encoder's output on ``x`` and refined by :func:`refine_guide`: the model
-    is untouched, so importance-sampled and ELBO estimates stay valid bounds of *its* NLL,
-    only tighter (they close the amortisation gap, Cremer et al. 2018).
+    Started from the encoder's output on ``x`` and refined by
+    [`refine_guide`][probgen.models.vae.train.refine_guide]: the model is untouched, so
+    importance-sampled and ELBO estimates stay valid bounds of *its* NLL, only tighter (they close
+    the amortisation gap, Cremer et al. 2018).
     """
 
     def __init__(self, vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -101,7 +104,8 @@ class LocalGuide(torch.nn.Module):
 
 def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
                  particles: int = 4, y: torch.Tensor | None = None) -> LocalGuide:
-    """Fit a :class:`LocalGuide` to ``x`` by maximising the ELBO, the VAE held fixed.
+    """Fit a [`LocalGuide`][probgen.models.vae.train.LocalGuide] to ``x`` by maximising the ELBO,
+    the VAE held fixed.
 
     Examples:
         >>> from probgen.models.vae.vae import VAE
@@ -140,7 +144,8 @@ def evaluate_vae(vae: VAE, x: torch.Tensor, num_samples: int = 1000, seed: int =
     information the latent code carries (near 0: the decoder ignores ``z``).
 
     With ``refine_steps > 0`` the proposal is the encoder refined per example
-    (:func:`refine_guide`); the model is unchanged and ``nll_kind`` says so.
+    ([`refine_guide`][probgen.models.vae.train.refine_guide]); the model is unchanged and
+    ``nll_kind`` says so.
 
     Examples:
         >>> from probgen.models.vae.vae import VAE
@@ -213,7 +218,8 @@ class VAERun(Run):
                 self.vae.train(was)
 
     def figures(self, progress: bool = False) -> dict[str, Any]:
-        """Importance-sampled test NLL, -ELBO and KL (see :func:`evaluate_vae`)."""
+        """Importance-sampled test NLL, -ELBO and KL (see
+        [`evaluate_vae`][probgen.models.vae.train.evaluate_vae])."""
         c = self.config
         return evaluate_vae(self.vae, self.splits.test, c.eval_samples, c.seed,
                             refine_steps=c.refine_steps, progress=progress)

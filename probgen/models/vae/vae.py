@@ -1,21 +1,22 @@
 """The VAE family as two Bayesian networks: generative ``z -> x``, inference ``x -> z``.
 
-A :class:`VAE` builds
+A [`VAE`][probgen.models.vae.vae.VAE] builds
 
 - the generative graph (``graphs/vae.yaml``): ``z ~ p(z)`` (a prior module from
-  :mod:`probgen.models.vae.priors`), ``x ~ p(x | z)`` (a decoder from
-  :mod:`probgen.models.vae.nets`, or the autoregressive one of
-  :mod:`probgen.models.vae.pixel_decoder`); a conditional VAE adds a label ``y`` as an observed
-  parent of ``x`` (an input: given, not modelled);
+  [`probgen.models.vae.priors`][probgen.models.vae.priors]), ``x ~ p(x | z)`` (a decoder from
+  [`probgen.models.vae.nets`][probgen.models.vae.nets], or the autoregressive one of
+  [`probgen.models.vae.pixel_decoder`][probgen.models.vae.pixel_decoder]); a conditional VAE adds a
+  label ``y`` as an observed parent of ``x`` (an input: given, not modelled);
 - the inference graph ``x -> z`` (and ``y -> z``) whose CPD is the encoder ``q(z | x)``,
 
-and compiles both with :class:`probgen.program.Program`: ``vae.model`` and ``vae.guide`` are
-ordinary Pyro programs, trained by :func:`probgen.infer.fit.fit` with the ELBO, the
-beta-ELBO (beta-VAE, Higgins et al. 2017) or IWAE (Burda et al. 2016). Helpers cover
-reconstruction, sampling, latent interpolation, traversals and attribute vectors.
+and compiles both with [`probgen.program.Program`][probgen.program.compile.Program]: ``vae.model``
+and ``vae.guide`` are ordinary Pyro programs, trained by
+[`probgen.infer.fit.fit`][probgen.infer.fit.fit] with the ELBO, the beta-ELBO (beta-VAE, Higgins et
+al. 2017) or IWAE (Burda et al. 2016). Helpers cover reconstruction, sampling, latent interpolation,
+traversals and attribute vectors.
 
 The VAE family of the command line (``probgen train vae``: config, training, evaluation,
-run folders) is in :mod:`probgen.models.vae.train`.
+run folders) is in [`probgen.models.vae.train`][probgen.models.vae.train].
 
 Examples:
     >>> import pyro
@@ -91,14 +92,15 @@ class VAE(nn.Module):
         likelihood: the decoder's reconstruction distribution (``"categorical"``,
             ``"bernoulli"``, ``"bce"``, ``"gaussian"``, ``"mse"``, ``"l1"``), or
             ``"pixelcnn"``: integer levels modelled autoregressively given ``z``
-            (:class:`~probgen.models.vae.pixel_decoder.PixelDecoder`; flat square images).
+            ([`PixelDecoder`][probgen.models.vae.pixel_decoder.PixelDecoder]; flat square images).
         num_levels: levels of integer data (17 for digits).
         arch: ``"mlp"`` or ``"conv"`` for encoder and decoder.
         hidden: hidden widths (MLP) or base width (conv).
         prior: ``"standard"``, ``"mixture"`` or ``"vamp"``; ``num_components`` its size and
             ``prior_init`` examples in [0, 1] to start VampPrior pseudo-inputs from.
         num_classes: > 0 makes a conditional VAE ``p(x | z, y)``, ``q(z | x, y)``.
-        objective: the training objective, see :func:`make_objective`.
+        objective: the training objective, see
+            [`make_objective`][probgen.models.vae.vae.make_objective].
         beta: the KL weight (beta > 1: beta-VAE).
         num_samples: samples per example for IWAE.
         dropout: dropout in encoder and decoder; ``scale``: fixed scale of mse / l1.
@@ -106,7 +108,7 @@ class VAE(nn.Module):
             ``cond_channels``, ``layers``, ``net``).
 
     ``vae.model(x[, y])`` and ``vae.guide(x[, y])`` are the compiled programs; the family
-    protocol of :func:`~probgen.infer.fit.fit` (``objective``, ``data_shape``, ``sample``)
+    protocol of [`fit`][probgen.infer.fit.fit] (``objective``, ``data_shape``, ``sample``)
     lets ``fit(vae, None, data)`` train it (``data = (x, y)`` for a conditional VAE).
     """
 

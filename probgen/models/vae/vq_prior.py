@@ -1,13 +1,13 @@
 """A learned prior over VQ-VAE codes: an ARM (PixelCNN) fitted to the code grids of the data.
 
-A VQ-VAE (:class:`~probgen.models.vae.vqvae.VQVAE`) trains with a *uniform* prior over its code
+A VQ-VAE ([`VQVAE`][probgen.models.vae.vqvae.VQVAE]) trains with a *uniform* prior over its code
 grid ``z`` ``(h, w)`` of ``K`` codes; sampling that prior gives noise. Stage two of
 van den Oord et al. (2017, sec. 3.2) fits an autoregressive model to the codes of the
 training images, ``z(x) = encode_indices(x)``, and samples images ancestrally:
 ``z ~ p_prior(z)`` (``h w`` network passes), then the decoder's mean ``E[x | e[z]]``.
 
-The prior is an :class:`~probgen.models.arm.arm.ARM` with ``num_levels = K`` over the flattened
-grid (raster order), trained through :func:`~probgen.infer.fit.fit` with the likelihood
+The prior is an [`ARM`][probgen.models.arm.arm.ARM] with ``num_levels = K`` over the flattened
+grid (raster order), trained through [`fit`][probgen.infer.fit.fit] with the likelihood
 objective like every ARM.
 
 **Bound.** The guide is a point mass on ``z(x)``; for a discrete ``z`` its entropy is 0, so
@@ -16,9 +16,11 @@ the ELBO is ``log p(x | e[z(x)]) + log p_prior(z(x))`` and
     -log p(x) <= -log p(x | e[z(x)]) - log p_prior(z(x))
 
 (also plain from ``p(x) = sum_z p(x | z) p(z) >= p(x | z(x)) p(z(x))``). With the uniform
-prior the second term is the constant ``h w log K``; :func:`nll_bound` reports both. The
-bound is in nats per image (plus bits per pixel) and is meaningful for the ``"categorical"``
-decoder on integer digits (a proper discrete likelihood), as in :func:`train_vqvae_with_prior`.
+prior the second term is the constant ``h w log K``;
+[`nll_bound`][probgen.models.vae.vq_prior.nll_bound] reports both. The bound is in nats per image
+(plus bits per pixel) and is meaningful for the ``"categorical"`` decoder on integer digits (a
+proper discrete likelihood), as in
+[`train_vqvae_with_prior`][probgen.models.vae.vq_prior.train_vqvae_with_prior].
 
 Examples:
     >>> from probgen.infer.fit import fit
@@ -52,7 +54,7 @@ from probgen.models.vae.vqvae import VQVAE
 __all__ = ["PRIOR_DEFAULTS", "VQVAE_RECIPE", "code_grid", "fit_code_prior", "sample_codes",
            "sample_with_prior", "nll_bound", "train_vqvae_with_prior"]
 
-#: Training recipe of the code prior (keyword arguments of :func:`fit_code_prior`).
+#: Training recipe of the code prior (keyword arguments of `fit_code_prior`).
 PRIOR_DEFAULTS: dict[str, Any] = {"channels": 64, "layers": 4, "dropout": 0.1,
                                   "input_dropout": 0.1, "ema_decay": 0.99, "batch_size": 64,
                                   "lr": 3e-3, "val_every": 100, "patience": 5}
@@ -108,13 +110,14 @@ def fit_code_prior(vqvae: VQVAE, x_train: Tensor, x_val: Tensor | None = None,
         x_train: training images.
         x_val: validation images; with them training stops early on the validation NLL
             of the codes and keeps the best (EMA) weights.
-        net: the causal network, as :func:`~probgen.models.arm.arm.build_net` names it.
-        steps: optimisation steps of :func:`~probgen.infer.fit.fit`.
+        net: the causal network, as [`build_net`][probgen.models.arm.arm.build_net] names it.
+        steps: optimisation steps of [`fit`][probgen.infer.fit.fit].
         seed: the random seed.
         progress: show a progress bar.
-        options: entries of :data:`PRIOR_DEFAULTS` to replace.
+        options: entries of `PRIOR_DEFAULTS` to replace.
 
-    The returned ARM has its EMA weights folded in (:meth:`ARM.finalize`).
+    The returned ARM has its EMA weights folded in
+    ([`ARM.finalize`][probgen.models.arm.arm.ARM.finalize]).
 
     Examples:
         >>> vq = VQVAE((1, 8, 8), num_codes=8, code_dim=4, hidden=8)
@@ -218,7 +221,7 @@ def nll_bound(vqvae: VQVAE, prior: ARM, x: Tensor) -> dict[str, Any]:
             "n": int(x.shape[0])}
 
 
-#: The VQ-VAE of :func:`train_vqvae_with_prior` (as in tutorial 06) and its ``fit`` settings.
+#: The VQ-VAE of `train_vqvae_with_prior` (as in tutorial 06) and its ``fit`` settings.
 VQVAE_RECIPE: dict[str, Any] = {"num_codes": 32, "code_dim": 16, "hidden": 64, "downsample": 1,
                                 "steps": 800, "batch_size": 100, "lr": 2e-3}
 
@@ -228,7 +231,7 @@ def train_vqvae_with_prior(out: str | Path | None = None, fast: bool = False, se
                            num_samples: int = 1000) -> dict[str, Any]:
     """Train a VQ-VAE on the digits, then its code prior; return test bounds and sample FDs.
 
-    The VQ-VAE (categorical decoder over the 17 levels, :data:`VQVAE_RECIPE`) trains with
+    The VQ-VAE (categorical decoder over the 17 levels, `VQVAE_RECIPE`) trains with
     the uniform code prior; the PixelCNN prior then fits the training codes with early
     stopping on the validation codes. Metrics: the test NLL bound with the learned and the
     uniform prior (nats per image, bits per pixel) and the Fréchet distance to the test

@@ -1,7 +1,8 @@
 """VQ-VAE (van den Oord et al. 2017): a discrete latent grid through a learned codebook.
 
 The encoder maps an image to a grid of vectors ``z_e`` ``(B, D, h, w)``; each is replaced by
-its nearest codebook entry ``e_k`` (:class:`VectorQuantizer`). As a Bayesian network:
+its nearest codebook entry ``e_k`` ([`VectorQuantizer`][probgen.models.vae.vqvae.VectorQuantizer]).
+As a Bayesian network:
 
 - guide ``q(codes | x)``: a point mass (``Delta``) on the nearest-code indices ``(B, h, w)``;
 - model: ``codes ~ p(codes)``, ``x ~ p(x | e[codes])`` through the decoder.
@@ -14,9 +15,10 @@ the paper's appendix) or by the codebook loss ``||sg(z_e) - e||^2``; the commitm
 ``beta ||z_e - sg(e)||^2`` keeps the encoder near its codes. Both enter the model as
 ``pyro.factor`` terms, so ``fit(vqvae, None, x)`` trains it with the plain ELBO.
 
-The model's own code prior is uniform, so :meth:`VQVAE.sample` gives poor samples. The
-learned prior — a gated PixelCNN (the ARM family) fitted to ``encode_indices(x)`` — lives in
-:mod:`probgen.models.vae.vq_prior` (``fit_code_prior``, ``sample_with_prior``, ``nll_bound``).
+The model's own code prior is uniform, so [`VQVAE.sample`][probgen.models.vae.vqvae.VQVAE.sample]
+gives poor samples. The learned prior — a gated PixelCNN (the ARM family) fitted to
+``encode_indices(x)`` — lives in [`probgen.models.vae.vq_prior`][probgen.models.vae.vq_prior]
+(``fit_code_prior``, ``sample_with_prior``, ``nll_bound``).
 
 Examples:
     >>> import pyro
@@ -264,7 +266,7 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """Mean images of ``n`` code grids from the uniform code prior (for the learned prior
-        see :func:`probgen.models.vae.vq_prior.sample_with_prior`)."""
+        see [`sample_with_prior`][probgen.models.vae.vq_prior.sample_with_prior])."""
         return self.decode_indices(self._code_prior(n).sample())
 
     def codebook_usage(self, x: torch.Tensor) -> float:
