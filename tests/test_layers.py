@@ -41,3 +41,20 @@ def test_module_imports_point_down(module, path):
             target = _layer(name)
             if target is not None and own is not None:
                 assert target <= own, f"{module} (layer {own}) imports {name} (layer {target})"
+
+
+def test_time_mlp_is_conditioned_on_time_and_label():
+    import torch
+
+    from probgen.nn.time_embedding import TimeMLP, sinusoidal_embedding
+
+    e = sinusoidal_embedding(torch.tensor([0.0, 3.0]), 6)
+    # cos(0) = 1 and sin(0) = 0 in every frequency; at t = 3 the first pair is (cos 3, sin 3)
+    assert torch.allclose(e[0], torch.tensor([1.0, 1, 1, 0, 0, 0]))
+    assert abs(float(e[1, 0]) - float(torch.cos(torch.tensor(3.0)))) < 1e-6
+    torch.manual_seed(0)
+    net = TimeMLP(3, hidden=(16, 16), num_classes=2)
+    x = torch.randn(4, 3)
+    a, b = net(x, torch.zeros(4)), net(x, torch.ones(4))
+    assert a.shape == (4, 3) and not torch.allclose(a, b)
+    assert not torch.allclose(net(x, torch.zeros(4), torch.zeros(4, dtype=torch.long)), a)

@@ -1,4 +1,5 @@
-"""Layer 0: neural building blocks (transformer, tokenizers, flow layers, MADE, PixelCNN)."""
+"""Layer 0: neural building blocks (transformer, tokenizers, flow layers, MADE, PixelCNN,
+time embeddings)."""
 
 from probgen.nn.causal_conv import CausalConv1d, CausalConvNet
 from probgen.nn.flow_layers import (
@@ -11,6 +12,7 @@ from probgen.nn.flow_layers import (
 from probgen.nn.flow_multiscale import ConvCouplingNet, FactorOut, Squeeze, Unsqueeze
 from probgen.nn.made import MADE, MaskedLinear
 from probgen.nn.pixelcnn import GatedLayer, GatedPixelCNN
+from probgen.nn.time_embedding import TimeEmbedding, TimeMLP, sinusoidal_embedding
 from probgen.nn.tokenizers import (
     EOS,
     CharTokenizer,
@@ -29,4 +31,5 @@ __all__ = [
     "ActNorm", "InvertibleConv1x1", "Permutation", "Invert", "clear_transform_caches",
     "Squeeze", "Unsqueeze", "FactorOut", "ConvCouplingNet",
     "MADE", "MaskedLinear", "CausalConv1d", "CausalConvNet", "GatedPixelCNN", "GatedLayer",
+    "sinusoidal_embedding", "TimeEmbedding", "TimeMLP",
 ]
