@@ -1,10 +1,11 @@
 """Time conditioning shared by diffusion, score and flow-matching networks.
 
-- :func:`sinusoidal_embedding`: the transformer position code applied to a (continuous or
-  integer) time ``t`` (Vaswani et al. 2017, sec. 3.5; used for the diffusion step by Ho et al.
-  2020, appendix B);
-- :class:`TimeMLP`: an MLP ``f(x, t[, y])`` for vectors, with the time (and an optional class
-  label) embedded and added to every hidden layer: the 2-D score / noise / velocity network.
+- [`sinusoidal_embedding`][probgen.nn.time_embedding.sinusoidal_embedding]: the transformer
+  position code applied to a (continuous or integer) time ``t`` (Vaswani et al. 2017,
+  sec. 3.5; used for the diffusion step by Ho et al. 2020, appendix B);
+- [`TimeMLP`][probgen.nn.time_embedding.TimeMLP]: an MLP ``f(x, t[, y])`` for vectors, with the
+  time (and an optional class label) embedded and added to every hidden layer: the 2-D score /
+  noise / velocity network.
 
 Examples:
     >>> import torch
