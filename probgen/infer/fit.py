@@ -41,7 +41,7 @@ import pyro.poutine as poutine
 import torch
 
 from probgen.errors import ProbgenError
-from probgen.infer import runs
+from probgen.infer import distributed, runs
 from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
 
@@ -296,6 +296,9 @@ def fit(
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ProbgenError(f"lr must be a positive number, got {lr!r}")
     device = torch.device(device)
+    device = distributed.setup(device)  # [dist] torchrun's process group; this rank's device
+    objective = distributed.wrap_objective(objective, device)  # [dist] shards each batch
+    progress = progress and distributed.is_main()  # [dist]
     out = Path(out) if out is not None else None
 
     config = {
@@ -322,9 +325,11 @@ def fit(
                 if old.get(key) != config[key]:
                     raise ProbgenError(f"resume: {key} differs from the saved run "
                                        f"({old.get(key)!r} vs {config[key]!r})")
-        runs.atomic_write_json(out / "config.json",
-                               config if run_config is None else {**run_config, "fit": config})
-    writer = _tensorboard_writer(out) if tensorboard else None
+        if distributed.is_main():  # [dist]
+            runs.atomic_write_json(out / "config.json",
+                                   config if run_config is None else {**run_config, "fit": config})
+    writer = _tensorboard_writer(out) if tensorboard and distributed.is_main() else None  # [dist]
+    out = out if distributed.is_main() else None  # [dist] rank 0 alone writes
 
     _seed_all(seed)
     modules: dict[str, torch.nn.Module] = {}
@@ -368,6 +373,7 @@ def fit(
                 f"checkpoint {ckpt.path} does not fit this model/objective: {exc}") from None
         if start > steps:
             raise ProbgenError(f"steps ({steps}) is below the {start} steps the run already has")
+    distributed.broadcast_tensors(params.state().values())  # [dist] rank 0's values everywhere
 
     def checkpoint(step: int, name: str | None = None) -> None:
         if out is None:
@@ -408,6 +414,7 @@ def fit(
                     "(lower lr, add grad_clip, or check the data)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.sync_gradients(params.trainable)  # [dist] the global batch's gradient
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params.trainable, grad_clip)
             opt.step()
@@ -459,6 +466,7 @@ def fit(
         best_state = runs.load_tensors(out / "best.safetensors")  # best came before a resume
     if val_data is not None and best_state is not None:
         params.load(best_state)  # with validation, the result is the best weights seen
+    distributed.broadcast_tensors(params.state().values())  # [dist] e.g. best read by rank 0
     final = {"steps": step, "time_s": elapsed,
              "steps_per_s": (step - start) / elapsed if elapsed > 0 else None,
              "train_loss": history[-1]["loss"] if history else None}
