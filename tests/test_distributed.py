@@ -164,3 +164,31 @@ def test_shard_bounds_cover_the_batch():
             sizes = [s for _, s in bounds]
             assert sizes == [len(c) for c in torch.arange(total).tensor_split(world)]
             assert all(o == sum(sizes[:i]) for i, (o, _) in enumerate(bounds))
+
+
+def test_cli_nproc_trains_on_two_processes_and_prints_once(tmp_path):
+    out = tmp_path / "R"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    res = subprocess.run(
+        [sys.executable, "-m", "probgen", "train", "vae", "--data", "digits", "--out", str(out),
+         "--nproc", "2", "--fast", "--quiet", "--set", "steps=6", "val_every=3", "hidden=16",
+         "likelihood=categorical", "eval_samples=2", "refine_steps=0", "batch_size=20"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("run folder:") == 1  # rank 0 alone reports
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and "fd" in metrics
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["family"] == "vae" and saved["fit"]["batch_size"] == 20
+
+
+def test_cli_nproc_errors(capsys, monkeypatch):
+    from probgen.cli import main
+
+    assert main(["train", "vae", "--nproc", "0"]) == 2
+    assert "--nproc: must be >= 1" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "vae", "--nproc", "2"]) == 2
+    assert "already running under torchrun" in capsys.readouterr().err

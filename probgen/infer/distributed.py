@@ -68,9 +68,9 @@ from probgen.errors import ProbgenError
 from probgen.infer.objectives import Objective
 from probgen.infer.shard_noise import ShardNoise, rank_streams
 
-__all__ = ["setup", "world_size", "rank", "local_rank", "is_main", "barrier", "device_for_rank",
-           "shard_bounds", "ShardedObjective", "wrap_objective", "sync_gradients",
-           "broadcast_tensors", "all_sum", "REDUCTIONS"]
+__all__ = ["setup", "world_size", "rank", "env_rank", "local_rank", "is_main", "barrier",
+           "device_for_rank", "shard_bounds", "ShardedObjective", "wrap_objective",
+           "sync_gradients", "broadcast_tensors", "all_sum", "REDUCTIONS"]
 
 #: how an objective's loss scales with the examples it sees
 REDUCTIONS = ("sum", "mean")
@@ -95,6 +95,16 @@ def local_rank() -> int:
 def is_main() -> bool:
     """Whether this process writes files (rank 0)."""
     return rank() == 0
+
+
+def env_rank() -> int:
+    """The ``RANK`` torchrun gives this process (0 without one), known before
+    [`setup`][probgen.infer.distributed.setup]."""
+    text = os.environ.get("RANK", "0") if _env_world() > 1 else "0"
+    try:
+        return int(text)
+    except ValueError:
+        raise ProbgenError(f"RANK: expected an integer, got {text!r}") from None
 
 
 def barrier() -> None:
