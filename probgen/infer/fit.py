@@ -44,6 +44,7 @@ from probgen.errors import ProbgenError
 from probgen.infer import distributed, runs
 from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
+from probgen.infer.precision import Precision, compile_networks
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
 
@@ -232,6 +233,8 @@ def fit(
     lr_schedule: Callable[[int], float] | None = None,
     run_config: dict[str, Any] | None = None,
     tensorboard: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,  # noqa: A002 - the setting's name
 ) -> FitResult:
     """Train ``model``/``guide`` on ``data`` by minimising ``objective``.
 
@@ -260,6 +263,12 @@ def fit(
             (then ``{**run_config, "fit": <engine settings>}``).
         tensorboard: also log the history to TensorBoard event files in ``out/tensorboard``
             (needs the ``tensorboard`` package: ``pip install probgen[tensorboard]``).
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the loss (fp16 with a
+            gradient scaler), see [`probgen.infer.precision`][probgen.infer.precision].
+        compile: ``torch.compile`` the networks inside the trained modules.
+
+    Under ``torchrun`` the run is data parallel over the processes, ``batch_size`` being
+    the global batch (see [`probgen.infer.distributed`][probgen.infer.distributed]).
 
     The logged ``loss`` is per example: the objective's batch sum over ``batch_size``.
 
@@ -297,7 +306,8 @@ def fit(
         raise ProbgenError(f"lr must be a positive number, got {lr!r}")
     device = torch.device(device)
     device = distributed.setup(device)  # [dist] torchrun's process group; this rank's device
-    objective = distributed.wrap_objective(objective, device)  # [dist] shards each batch
+    amp = Precision(precision, device)  # [amp] autocast and the fp16 grad scaler
+    objective = distributed.wrap_objective(amp.wrap(objective), device)  # [dist] [amp]
     progress = progress and distributed.is_main()  # [dist]
     out = Path(out) if out is not None else None
 
@@ -306,7 +316,9 @@ def fit(
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
         "optimizer": optimizer if isinstance(optimizer, str) else getattr(
             optimizer, "__qualname__", type(optimizer).__name__),
-        "device": str(device), "log_every": log_every, "checkpoint_every": checkpoint_every,
+        "device": str(device), "precision": precision, "compile": bool(compile),
+        "world_size": distributed.world_size(), "log_every": log_every,
+        "checkpoint_every": checkpoint_every,
         "val_every": val_every, "patience": patience, "grad_clip": grad_clip,
         "data": {"n": n,
                  "shapes": [list(t.shape[1:]) for t in data] if isinstance(data, tuple) else None},
@@ -341,6 +353,8 @@ def fit(
         modules[f"objective.{k}"] = m
     for m in modules.values():
         m.to(device)
+    if compile:  # [amp]
+        compile_networks(modules.values(), device)
     sampler = BatchSampler(data, batch_size, seed, device)
     first = take(data, sampler.order[:batch_size], device)
     pyro_params = _discover(objective, model, guide, first, modules)
@@ -363,6 +377,7 @@ def fit(
             for k, o in own_opts.items():
                 o.load_state_dict(ckpt.optimizers[k])
             sampler.load(ckpt.extra, ckpt.state["sampler_pos"])
+            amp.load(ckpt.state.get("amp"))  # [amp]
             runs.set_rng_state({k[4:]: v for k, v in ckpt.extra.items() if k.startswith("rng.")},
                                ckpt.state["rng"])
             start, history, best = int(ckpt.state["step"]), ckpt.history, ckpt.state["best"]
@@ -382,7 +397,7 @@ def fit(
         st, pos = sampler.state()
         extra = {**st, **{f"rng.{k}": v for k, v in t.items()}}
         optims = {"main": opt.state_dict(), **{k: o.state_dict() for k, o in own_opts.items()}}
-        state = {"step": step, "sampler_pos": pos, "rng": j, "best": best}
+        state = {"step": step, "sampler_pos": pos, "rng": j, "best": best, "amp": amp.state()}
         runs.save_checkpoint(out, step, params.state(), optims, state, history, extra, name=name)
         runs.save_tensors(out / "weights.safetensors", params.state())
         runs.write_history(out / "metrics.jsonl", history)
@@ -413,11 +428,12 @@ def fit(
                     f"loss is {value} at step {step}; last good checkpoint: {kept or 'none'} "
                     "(lower lr, add grad_clip, or check the data)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            amp.backward(loss)  # [amp] loss.backward(), scaled under fp16
             distributed.sync_gradients(params.trainable)  # [dist] the global batch's gradient
+            amp.unscale(opt)  # [amp]
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params.trainable, grad_clip)
-            opt.step()
+            amp.step(opt)  # [amp] opt.step(); under fp16 skipped on overflow
             acc += value
             cnt += 1
             if bar is not None:

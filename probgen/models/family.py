@@ -266,6 +266,8 @@ class TrainContext:
     run_config: dict[str, Any] = field(default_factory=dict)
     tensorboard: bool = False
     results: list[Any] = field(default_factory=list)
+    precision: str = "fp32"
+    compile: bool = False
 
     def fit(self, model: Any, guide: Any = None, data: Any = None, *,
             out: str | Path | None | bool = True, **kwargs: Any) -> Any:
@@ -277,7 +279,8 @@ class TrainContext:
             None if out is None or self.out is None else self.out / out)
         res = fit(model, guide, data, out=folder, resume=self.resume and folder is not None,
                   progress=self.progress, device=self.device, run_config=self.run_config,
-                  tensorboard=self.tensorboard, **kwargs)
+                  tensorboard=self.tensorboard, precision=self.precision,
+                  compile=self.compile, **kwargs)
         self.results.append(res)
         return res
 
@@ -414,7 +417,8 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
     run_config = {"family": fam.name, "data": splits.info, "config": config_to_dict(cfg),
                   "fast": bool(fast) if saved is None else saved.get("fast", False)}
     ctx = TrainContext(out_path, resume=saved is not None, progress=progress, device=device,
-                       run_config=run_config, tensorboard=tensorboard)
+                       run_config=run_config, tensorboard=tensorboard,
+                       precision=cfg.precision, compile=cfg.compile)
     sizes = " / ".join(str(s) for s in splits.sizes())
     ctx.say(f"training {fam.name} on {splits.name} ({splits.kind}, train/val/test {sizes}), "
             f"{torch.get_num_threads()} thread(s), {device}"
