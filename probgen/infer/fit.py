@@ -45,6 +45,7 @@ from probgen.infer import distributed, runs
 from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
 from probgen.infer.precision import Precision, compile_networks
+from probgen.infer.streaming import make_batches
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
 
@@ -355,7 +356,7 @@ def fit(
         m.to(device)
     if compile:  # [amp]
         compile_networks(modules.values(), device)
-    sampler = BatchSampler(data, batch_size, seed, device)
+    sampler = make_batches(data, batch_size, seed, device)  # [stream] DataLoader for big data
     first = take(data, sampler.order[:batch_size], device)
     pyro_params = _discover(objective, model, guide, first, modules)
     params = _Params(modules, pyro_params, list(getattr(objective, "parameters", list)()))
