@@ -284,7 +284,6 @@ class ShardedObjective:
             value = torch.zeros((), device=self.device)
         if self.reduction == "mean":
             value = value * (size / total)
-        value = value.float() if value.is_floating_point() else value
         reduced = all_sum(value)
         if not torch.is_grad_enabled():
             return reduced
@@ -305,7 +304,8 @@ class ShardedObjective:
         if not keys or world_size() == 1:
             return logs
         # every rank returns the same keys (the same code runs on each)
-        vec = torch.tensor([float(logs[k]) * size / total for k in keys], dtype=torch.float64)
+        vec = torch.tensor([float(logs[k]) * size / total for k in keys], dtype=torch.float64,
+                           device=self.device)  # NCCL reduces device tensors only
         dist.all_reduce(vec)
         return dict(zip(keys, vec.tolist()))
 

@@ -142,7 +142,7 @@ class _Autocast:
              ) -> torch.Tensor:
         with self._precision.autocast():
             value = self.objective.loss(model, guide, *batch)
-        return value.float()
+        return value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
 
     def before_step(self, model: Callable, guide: Callable | None, *batch: torch.Tensor
                     ) -> dict[str, float]:
