@@ -10,6 +10,12 @@ Settings the machine lacks are reported as such (a one-line error). Settings are
 interleaved over ``--repeats`` rounds; the table shows medians.
 
     python benchmarks/precision.py [--steps 60] [--warmup 20] [--repeats 2] [--device cpu]
+
+Measured here (``--steps 40 --repeats 1``; AMD EPYC without bf16/fp16 matrix units, 2
+cores shared, load average 23): fp32 3.64 steps/s; bf16 0.53 (0.15x, loss 111.38 vs
+111.41); fp16 0.46 (0.13x; the scaler skips the first steps while its scale settles, loss
+115.67); fp32 + compile 2.18 (0.60x after 150 s of compilation). On such a CPU, stay in
+fp32; 16 bits and compilation pay on GPUs (not measured: no GPU in this session).
 """
 
 from __future__ import annotations

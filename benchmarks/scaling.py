@@ -11,6 +11,11 @@ and for CUDA the kernel caches) over the next ``--steps``; the table shows the m
 runs one torch thread (torchrun's default).
 
     python benchmarks/scaling.py [--batch 100 400] [--steps 40] [--repeats 2] [--gpu]
+
+Measured here (``--repeats 1``; AMD EPYC, 2 cores shared with other users' jobs, load
+average 23.5, torch 2.13.0+cpu, no GPU): 1 / 2 processes at a global batch of 100: 371 /
+335 examples/s (0.90x: with 50 examples a rank the all-reduce of 430k gradients and the
+process overhead outweigh the halved compute); at 400: 471 / 644 examples/s (1.37x).
 """
 
 from __future__ import annotations
