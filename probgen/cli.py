@@ -63,11 +63,38 @@ def cmd_families(args: argparse.Namespace) -> None:
               f"local files of kind {', '.join(fam.kinds)}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def _launch(nproc: int, argv: list[str]) -> int:
+    """``probgen train ... --nproc N``: the same command under torchrun, N processes."""
+    from probgen.errors import ProbgenError
+
+    if nproc < 1:
+        raise ProbgenError(f"--nproc: must be >= 1, got {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise ProbgenError("--nproc: already running under torchrun (WORLD_SIZE is set); "
+                           "drop --nproc")
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "probgen", *rest]
+    return subprocess.call(cmd)
+
+
+def cmd_train(args: argparse.Namespace) -> int | None:
+    from probgen.infer import distributed
     from probgen.models.config import describe_config
     from probgen.models.family import get_family, train
 
     family = get_family(args.family)
+    if args.nproc is not None and not args.show_config:
+        return _launch(args.nproc, args.argv)
     fast = args.fast or os.environ.get("PROBGEN_FAST") == "1"
     if args.show_config:
         from probgen.data.splits import EMBEDDED
@@ -87,8 +114,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     run = train(family, data=args.data, out=out, config=args.config, sets=sets, fast=fast,
                 progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
                 tensorboard=args.tensorboard)
-    _print_metrics(run.metrics)
-    print(f"run folder: {out}")
+    if distributed.is_main():
+        _print_metrics(run.metrics)
+        print(f"run folder: {out}")
+    return None
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -166,6 +195,8 @@ _TRAIN_EPILOG = """examples:
   probgen train flow --data my_points.npy           # (N, D) array; 10%% val, 10%% test
   probgen train gpt --data notes.txt --set block_size=256
   probgen train vae --out runs/vae --resume --steps 8000
+  probgen train vae --data digits --out runs/vae2 --nproc 2   # 2 processes (torchrun)
+  torchrun --standalone --nproc_per_node 2 -m probgen train vae --data digits --out runs/vae2
 """
 
 
@@ -206,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", action="store_true",
                    help="log to TensorBoard event files in RUN/tensorboard")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train on N processes: relaunch this command under torchrun "
+                        "(data parallel, gloo on CPU, NCCL on CUDA; see docs/cli.md)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples from a run folder",
@@ -267,11 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
         return exc.code if isinstance(exc.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    # under torchrun every rank fails alike: rank 0 says it, the others name their rank
+    who = "" if os.environ.get("RANK", "0") == "0" else f" (rank {os.environ['RANK']})"
     try:
-        args.func(args)
+        code = args.func(args)
+        if isinstance(code, int):
+            return code
     except ValueError as err:  # probgen's input errors: one clear line, no traceback
         text = str(err).splitlines()[0] if str(err) else repr(err)
-        print(f"probgen: error: {text}", file=sys.stderr)
+        print(f"probgen: error{who}: {text}", file=sys.stderr)
         return 2
     except OSError as err:  # a path that cannot be read or written
         print(f"probgen: error: {err}", file=sys.stderr)

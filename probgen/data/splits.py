@@ -143,6 +143,10 @@ def load_splits(data: str | os.PathLike | dict[str, Any], split_seed: int = 0) -
     if not path.exists():
         raise ProbgenError(f"data: {str(data)!r} is neither an embedded data set "
                            f"({', '.join(sorted(EMBEDDED))}) nor an existing file or folder")
+    if path.is_dir() or path.suffix.lower() in (".npy", ".safetensors"):
+        streamed = _streamed(path, split_seed)
+        if streamed is not None:
+            return streamed
     if path.is_dir():
         from probgen.data.local import load_images
 
@@ -218,8 +222,42 @@ def _sha256(path: Path) -> str:
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     for f in files:
         h.update(f.name.encode())
-        h.update(f.read_bytes())
+        with f.open("rb") as fh:  # in chunks: the file may not fit in memory
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def _streamed(path: Path, seed: int) -> DataSplits | None:
+    """Splits whose training rows stay on disk (read by ``fit`` through a DataLoader), when
+    ``PROBGEN_STREAM=1`` or when the data would take more than half the available memory
+    (``PROBGEN_STREAM=0``: never); ``None`` to load it whole."""
+    from probgen.data.stream import ArrayRows, ImageFolderRows, Subset, available_memory
+
+    flag = os.environ.get("PROBGEN_STREAM", "")
+    if flag == "0":
+        return None
+    rows = ImageFolderRows(path) if path.is_dir() else ArrayRows(path)
+    if flag != "1" and rows.nbytes <= available_memory() // 2:
+        return None
+    n = rows.shape[0]
+    if n < 10:
+        raise ProbgenError(f"data: {path} holds {n} examples; at least 10 are needed "
+                           "to carve validation and test examples")
+    test, val, train = _split_indices(n, seed)
+    info = {"name": str(path), "source": "local", "sha256": _sha256(path),
+            "split_seed": seed, "val_fraction": _FRACTIONS[0], "test_fraction": _FRACTIONS[1],
+            "sizes": [len(train), len(val), len(test)], "streamed": True}
+    kind = "vectors" if len(rows.shape) == 2 else "images"
+    return DataSplits(kind, Subset(rows, train), Subset(rows, val).materialise(),
+                      Subset(rows, test).materialise(), info)
+
+
+def _split_indices(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Test, validation and training rows of ``n`` examples (10% / 10% / the rest)."""
+    n_val, n_test = (max(1, int(round(n * f))) for f in _FRACTIONS)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
 
 
 def _check_array(x: torch.Tensor, path: Path) -> torch.Tensor:
@@ -254,10 +292,7 @@ def _carve(path: Path, x: torch.Tensor, seed: int) -> DataSplits:
     elif float(x.min()) < 0 or float(x.max()) > 1:
         raise ProbgenError(f"data: {path} holds float images outside [0, 1] "
                            f"(min {float(x.min()):.3g}, max {float(x.max()):.3g})")
-    n = x.shape[0]
-    n_val, n_test = (max(1, int(round(n * f))) for f in _FRACTIONS)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    test, val, train = _split_indices(x.shape[0], seed)
     info = {"name": str(path), "source": "local", "sha256": _sha256(path),
             "split_seed": seed, "val_fraction": _FRACTIONS[0], "test_fraction": _FRACTIONS[1],
             "sizes": [len(train), len(val), len(test)]}

@@ -41,9 +41,11 @@ import pyro.poutine as poutine
 import torch
 
 from probgen.errors import ProbgenError
-from probgen.infer import runs
+from probgen.infer import distributed, runs
 from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
+from probgen.infer.precision import Precision, compile_networks
+from probgen.infer.streaming import make_batches
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
 
@@ -232,6 +234,8 @@ def fit(
     lr_schedule: Callable[[int], float] | None = None,
     run_config: dict[str, Any] | None = None,
     tensorboard: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,  # noqa: A002 - the setting's name
 ) -> FitResult:
     """Train ``model``/``guide`` on ``data`` by minimising ``objective``.
 
@@ -260,6 +264,12 @@ def fit(
             (then ``{**run_config, "fit": <engine settings>}``).
         tensorboard: also log the history to TensorBoard event files in ``out/tensorboard``
             (needs the ``tensorboard`` package: ``pip install probgen[tensorboard]``).
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` autocast of the loss (fp16 with a
+            gradient scaler), see [`probgen.infer.precision`][probgen.infer.precision].
+        compile: ``torch.compile`` the networks inside the trained modules.
+
+    Under ``torchrun`` the run is data parallel over the processes, ``batch_size`` being
+    the global batch (see [`probgen.infer.distributed`][probgen.infer.distributed]).
 
     The logged ``loss`` is per example: the objective's batch sum over ``batch_size``.
 
@@ -296,6 +306,10 @@ def fit(
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ProbgenError(f"lr must be a positive number, got {lr!r}")
     device = torch.device(device)
+    device = distributed.setup(device)  # [dist] torchrun's process group; this rank's device
+    amp = Precision(precision, device)  # [amp] autocast and the fp16 grad scaler
+    objective = distributed.wrap_objective(amp.wrap(objective), device)  # [dist] [amp]
+    progress = progress and distributed.is_main()  # [dist]
     out = Path(out) if out is not None else None
 
     config = {
@@ -303,7 +317,9 @@ def fit(
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
         "optimizer": optimizer if isinstance(optimizer, str) else getattr(
             optimizer, "__qualname__", type(optimizer).__name__),
-        "device": str(device), "log_every": log_every, "checkpoint_every": checkpoint_every,
+        "device": str(device), "precision": precision, "compile": bool(compile),
+        "world_size": distributed.world_size(), "log_every": log_every,
+        "checkpoint_every": checkpoint_every,
         "val_every": val_every, "patience": patience, "grad_clip": grad_clip,
         "data": {"n": n,
                  "shapes": [list(t.shape[1:]) for t in data] if isinstance(data, tuple) else None},
@@ -322,9 +338,11 @@ def fit(
                 if old.get(key) != config[key]:
                     raise ProbgenError(f"resume: {key} differs from the saved run "
                                        f"({old.get(key)!r} vs {config[key]!r})")
-        runs.atomic_write_json(out / "config.json",
-                               config if run_config is None else {**run_config, "fit": config})
-    writer = _tensorboard_writer(out) if tensorboard else None
+        if distributed.is_main():  # [dist]
+            runs.atomic_write_json(out / "config.json",
+                                   config if run_config is None else {**run_config, "fit": config})
+    writer = _tensorboard_writer(out) if tensorboard and distributed.is_main() else None  # [dist]
+    out = out if distributed.is_main() else None  # [dist] rank 0 alone writes
 
     _seed_all(seed)
     modules: dict[str, torch.nn.Module] = {}
@@ -336,7 +354,9 @@ def fit(
         modules[f"objective.{k}"] = m
     for m in modules.values():
         m.to(device)
-    sampler = BatchSampler(data, batch_size, seed, device)
+    if compile:  # [amp]
+        compile_networks(modules.values(), device)
+    sampler = make_batches(data, batch_size, seed, device)  # [stream] DataLoader for big data
     first = take(data, sampler.order[:batch_size], device)
     pyro_params = _discover(objective, model, guide, first, modules)
     params = _Params(modules, pyro_params, list(getattr(objective, "parameters", list)()))
@@ -358,6 +378,7 @@ def fit(
             for k, o in own_opts.items():
                 o.load_state_dict(ckpt.optimizers[k])
             sampler.load(ckpt.extra, ckpt.state["sampler_pos"])
+            amp.load(ckpt.state.get("amp"))  # [amp]
             runs.set_rng_state({k[4:]: v for k, v in ckpt.extra.items() if k.startswith("rng.")},
                                ckpt.state["rng"])
             start, history, best = int(ckpt.state["step"]), ckpt.history, ckpt.state["best"]
@@ -368,6 +389,7 @@ def fit(
                 f"checkpoint {ckpt.path} does not fit this model/objective: {exc}") from None
         if start > steps:
             raise ProbgenError(f"steps ({steps}) is below the {start} steps the run already has")
+    distributed.broadcast_tensors(params.state().values())  # [dist] rank 0's values everywhere
 
     def checkpoint(step: int, name: str | None = None) -> None:
         if out is None:
@@ -376,7 +398,7 @@ def fit(
         st, pos = sampler.state()
         extra = {**st, **{f"rng.{k}": v for k, v in t.items()}}
         optims = {"main": opt.state_dict(), **{k: o.state_dict() for k, o in own_opts.items()}}
-        state = {"step": step, "sampler_pos": pos, "rng": j, "best": best}
+        state = {"step": step, "sampler_pos": pos, "rng": j, "best": best, "amp": amp.state()}
         runs.save_checkpoint(out, step, params.state(), optims, state, history, extra, name=name)
         runs.save_tensors(out / "weights.safetensors", params.state())
         runs.write_history(out / "metrics.jsonl", history)
@@ -407,10 +429,12 @@ def fit(
                     f"loss is {value} at step {step}; last good checkpoint: {kept or 'none'} "
                     "(lower lr, add grad_clip, or check the data)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            amp.backward(loss)  # [amp] loss.backward(), scaled under fp16
+            distributed.sync_gradients(params.trainable)  # [dist] the global batch's gradient
+            amp.unscale(opt)  # [amp]
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params.trainable, grad_clip)
-            opt.step()
+            amp.step(opt)  # [amp] opt.step(); under fp16 skipped on overflow
             acc += value
             cnt += 1
             if bar is not None:
@@ -459,6 +483,7 @@ def fit(
         best_state = runs.load_tensors(out / "best.safetensors")  # best came before a resume
     if val_data is not None and best_state is not None:
         params.load(best_state)  # with validation, the result is the best weights seen
+    distributed.broadcast_tensors(params.state().values())  # [dist] e.g. best read by rank 0
     final = {"steps": step, "time_s": elapsed,
              "steps_per_s": (step - start) / elapsed if elapsed > 0 else None,
              "train_loss": history[-1]["loss"] if history else None}

@@ -63,6 +63,9 @@ class RunConfig:
                                       "(none: never)")
     device: str = option("cpu", "torch device: cpu, cuda, cuda:1, ...")
     threads: int = option(0, "torch CPU threads (0: automatic, see probgen.models.family)")
+    precision: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", "arithmetic of the loss: fp32, or bf16 / fp16 autocast (fp16 with loss scaling)")
+    compile: bool = option(False, "torch.compile the networks (the first steps compile)")
 
     def validate(self) -> None:
         """Range checks shared by every family (a subclass adds its own and calls this)."""

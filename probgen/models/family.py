@@ -51,7 +51,7 @@ import torch
 
 from probgen.data.splits import DataSplits, describe_kind, load_splits
 from probgen.errors import ProbgenError
-from probgen.infer import runs
+from probgen.infer import distributed, runs
 from probgen.models.config import ConfigError, build_config, config_to_dict
 
 __all__ = ["Family", "Run", "TrainContext", "register", "get_family", "family_names",
@@ -266,6 +266,8 @@ class TrainContext:
     run_config: dict[str, Any] = field(default_factory=dict)
     tensorboard: bool = False
     results: list[Any] = field(default_factory=list)
+    precision: str = "fp32"
+    compile: bool = False
 
     def fit(self, model: Any, guide: Any = None, data: Any = None, *,
             out: str | Path | None | bool = True, **kwargs: Any) -> Any:
@@ -277,7 +279,8 @@ class TrainContext:
             None if out is None or self.out is None else self.out / out)
         res = fit(model, guide, data, out=folder, resume=self.resume and folder is not None,
                   progress=self.progress, device=self.device, run_config=self.run_config,
-                  tensorboard=self.tensorboard, **kwargs)
+                  tensorboard=self.tensorboard, precision=self.precision,
+                  compile=self.compile, **kwargs)
         self.results.append(res)
         return res
 
@@ -380,7 +383,12 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
     out_path = Path(out) if out is not None else None
     if out_path is None and resume:
         raise ProbgenError("resume: give the run folder to resume (--out)")
-    saved = _guard_folder(out_path, resume, overwrite) if out_path is not None else None
+    if out_path is None:
+        saved = None
+    elif distributed.env_rank() == 0:  # under torchrun rank 0 alone may delete / refuse
+        saved = _guard_folder(out_path, resume, overwrite)
+    else:
+        saved = runs.read_json(out_path / "config.json") if resume else None
     if saved is not None:
         if saved.get("family") != fam.name:
             raise ProbgenError(f"resume: {out_path} holds a {saved.get('family')!r} run, "
@@ -402,15 +410,19 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
     if splits.kind != "text" and cfg.batch_size > len(splits.train):
         raise ConfigError(f"batch_size: {cfg.batch_size} exceeds the {len(splits.train)} "
                           f"training examples of {splits.name}; lower it (--set batch_size=N)")
-    device = check_device(cfg.device)
+    device = distributed.setup(check_device(cfg.device))  # torchrun: this rank's device
+    distributed.barrier()  # rank 0 has checked (or cleared) the run folder
+    progress = progress and distributed.is_main()
     _set_threads(cfg.threads)
     run_config = {"family": fam.name, "data": splits.info, "config": config_to_dict(cfg),
                   "fast": bool(fast) if saved is None else saved.get("fast", False)}
     ctx = TrainContext(out_path, resume=saved is not None, progress=progress, device=device,
-                       run_config=run_config, tensorboard=tensorboard)
+                       run_config=run_config, tensorboard=tensorboard,
+                       precision=cfg.precision, compile=cfg.compile)
     sizes = " / ".join(str(s) for s in splits.sizes())
     ctx.say(f"training {fam.name} on {splits.name} ({splits.kind}, train/val/test {sizes}), "
             f"{torch.get_num_threads()} thread(s), {device}"
+            + (f", {distributed.world_size()} processes" if distributed.world_size() > 1 else "")
             + (f", resuming {out_path}" if saved is not None else ""))
     t0 = time.perf_counter()
     run = fam.fit(cfg, splits, ctx)
@@ -425,6 +437,9 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
                     f"{cfg.patience} checks; best at step {res.final.get('best_step')}, "
                     "its weights kept)")
     ctx.say(f"trained in {seconds:.1f} s")
+    if not distributed.is_main():  # rank 0 evaluates and writes
+        run.metrics = _json_safe(metrics)
+        return run
     metrics.update(train_seconds=seconds, num_params=run.num_params())
     metrics.update(run.evaluate(progress))
     run.metrics = _json_safe(metrics)
