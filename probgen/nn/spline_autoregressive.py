@@ -62,7 +62,8 @@ def rq_spline(
 
     Args:
         x: values, shape ``(...)``.
-        widths, heights: unconstrained bin widths and heights, shape ``(..., K)``.
+        widths: unconstrained bin widths, shape ``(..., K)``.
+        heights: unconstrained bin heights, shape ``(..., K)``.
         derivatives: unconstrained inner knot derivatives, shape ``(..., K - 1)``
             (``min_size + softplus``; the two boundary derivatives are 1).
         bound: the spline acts on ``[-bound, bound]``, the identity outside.
