@@ -321,42 +321,65 @@ def map_query(
 
 
 # --- batched queries -------------------------------------------------------------------
+def _code_of(c: _Compiled, var: str, value: Any) -> int:
+    """State index of one observed value (``str`` key; ``1.0`` counts as ``"1"``), -2 if none."""
+    if not isinstance(value, str):
+        if isinstance(value, float | np.floating) and float(value).is_integer():
+            value = int(value)  # 1.0 -> "1" when NaN made the column float
+        value = str(value)
+    return c.lookup[var].get(value, -2)
+
+
 def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
-    """Column -> integer state codes, -1 where unobserved (None/NaN)."""
+    """Column -> integer state codes, -1 where unobserved (None/NaN).
+
+    Sparse evidence (each record observes a few variables) is read from one object array:
+    a column with few observed values is coded by dictionary look-ups of just those values,
+    a dense one by pandas' hashing (``get_indexer``); the per-column pandas calls, not the
+    look-ups, are what costs on a wide table.
+    """
     import pandas as pd
 
     if not isinstance(evidence, pd.DataFrame):
         raise EvidenceError(
             f"evidence must be a pandas DataFrame, got {type(evidence).__name__}"
         )
-    codes = {}
     for col in evidence.columns:
         if col not in c.card:
             raise EvidenceError(f"unknown evidence variable {col!r} (a DataFrame column)"
                                 f"{_known(c)}")
-        series = evidence[col]
-        missing = series.isna().to_numpy()
-        states = c.states[col]
-        if series.dtype.kind == "O" and all(isinstance(s, str) for s in states):
-            # fast path: string states, an object column; hashing done by pandas
-            code = pd.Categorical(series, categories=states).codes.astype(np.int64)
-            bad = (code < 0) & ~missing
+    values = evidence.to_numpy(dtype=object)  # (rows, columns)
+    missing = pd.isna(values)
+    codes = {}
+    for j, col in enumerate(evidence.columns):
+        seen = np.flatnonzero(~missing[:, j])
+        code = np.full(len(evidence), -1, dtype=np.int64)
+        if len(seen) <= _SPARSE_COLUMN:
+            lookup = c.lookup[col]
+            code[seen] = [lookup.get(v, -2) if type(v) is str else _code_of(c, col, v)
+                          for v in values[seen, j]]
         else:
-            present = series[~missing]
-            if present.dtype.kind == "f" and np.all(np.mod(present.to_numpy(), 1) == 0):
-                present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
-            found = pd.Index([str(s) for s in states]).get_indexer(present.astype(str))
-            code = np.full(len(series), -1, dtype=np.int64)
-            code[~missing] = found
-            bad = (code < 0) & ~missing
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+            present = pd.Series(values[seen, j])
+            if not all(isinstance(v, str) for v in present.iloc[:1]):
+                if present.map(lambda v: isinstance(v, float | np.floating)).all() and \
+                        np.all(np.mod(present.to_numpy(dtype=float), 1) == 0):
+                    present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
+                present = present.astype(str)
+            found = pd.Index([str(st) for st in c.states[col]]).get_indexer(present)
+            code[seen] = np.where(found < 0, -2, found)
+        bad = np.flatnonzero(code == -2)
+        if bad.size:
+            row = int(bad[0])
             raise EvidenceError(
-                f"unknown state {series.iloc[row]!r} of variable {col!r} in row {row}; "
-                f"its states are {states}"
+                f"unknown state {evidence[col].iloc[row]!r} of variable {col!r} in row {row}; "
+                f"its states are {c.states[col]}"
             )
         codes[col] = code
     return codes
+
+
+#: Columns with at most this many observed values are coded value by value.
+_SPARSE_COLUMN = 256
 
 
 def _batch_table(

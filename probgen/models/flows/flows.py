@@ -58,6 +58,7 @@ from probgen.nn.flow_layers import (
     clear_transform_caches,
 )
 from probgen.nn.flow_multiscale import ConvCouplingNet, FactorOut, Squeeze, Unsqueeze
+from probgen.nn.spline_autoregressive import MaskedSplineAutoregressive
 
 __all__ = [
     "Flow",
@@ -290,14 +291,20 @@ def build_flow(
     if context_dim < 0:
         raise ValueError(f"context_dim must be >= 0, got {context_dim!r}")
     hidden = [int(h) for h in hidden]
-    invert = layer.endswith("autoregressive") and fast == "score"
+    # probgen's own spline MAF layer scores in one pass and reverses its order in place
+    native = layer == "spline_autoregressive" and not context_dim
+    invert = layer.endswith("autoregressive") and (fast == "sample" if native else
+                                                   fast == "score")
     scoring: list[nn.Module] = []  # data -> base order
     for i in range(num_layers):
-        if i:
+        if i and not native:
             scoring.append(Permutation(torch.arange(dim - 1, -1, -1)))
         if actnorm:
             scoring.append(ActNorm(dim))
-        t = _layer(layer, dim, hidden, context_dim, bins, bound)
+        if native:
+            t = MaskedSplineAutoregressive(dim, hidden, bins, bound, reverse=bool(i % 2))
+        else:
+            t = _layer(layer, dim, hidden, context_dim, bins, bound)
         if invert:
             t = t.inv if context_dim else Invert(t)
         scoring.append(t)

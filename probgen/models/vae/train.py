@@ -95,11 +95,15 @@ class LocalGuide(torch.nn.Module):
         self.log_scale = torch.nn.Parameter(base.scale.log().clone())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if x.shape[0] != self.loc.shape[0]:
-            raise ProbgenError(f"x: this guide holds {self.loc.shape[0]} examples, got "
+        n = self.loc.shape[0]
+        if x.shape[0] % n:
+            raise ProbgenError(f"x: this guide holds {n} examples, got "
                                f"{x.shape[0]} (evaluate all of them in one batch)")
+        # k stacked copies of the n examples (the chunked importance sampler's rows j*n + i)
+        k = x.shape[0] // n
+        loc, scale = self.loc.repeat(k, 1), self.log_scale.exp().repeat(k, 1)
         with pyro.plate("data", x.shape[0]):
-            return pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()).to_event(1))
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
 def refine_guide(vae: VAE, x: torch.Tensor, steps: int = 300, lr: float = 0.02,
