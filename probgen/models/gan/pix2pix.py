@@ -174,6 +174,9 @@ class Pix2PixRun(Run):
 
 def _build(config: Pix2PixConfig, shape: tuple[int, ...]) -> tuple[Translator, nn.Module]:
     c, h, _ = _pair_shape(shape)
+    if h < 3 * 2 ** config.n_layers:
+        raise ConfigError(f"n_layers: {config.n_layers} stride-2 layers leave no patch of "
+                          f"{h}x{h} images; lower it (--set n_layers=N)")
     g = UNetGenerator(c, c, h, config.width, config.dropout)
     d = PatchDiscriminator(2 * c, config.d_width, config.n_layers)
     return Translator(g, (c, h, h)), d

@@ -104,7 +104,7 @@ class GANConfig(RunConfig):
 
 _VECTORS: dict[str, Any] = {"latent_dim": 2, "width": 128, "batch_size": 256, "lr": 1e-3,
                             "lr_d": 1e-3, "steps": 2000, "beta1": 0.5, "beta2": 0.9}
-_DIGITS: dict[str, Any] = {"instance_noise": 0.05}
+_DIGITS: dict[str, Any] = {"instance_noise": 0.05, "width": 32}
 
 
 def build_gan(config: GANConfig, shape: tuple[int, ...], kind: str, num_classes: int = 0
