@@ -23,8 +23,6 @@ Examples:
 
 from __future__ import annotations
 
-import copy
-
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
@@ -142,7 +140,9 @@ class GAN(nn.Module):
 
     def ema_copy(self) -> nn.Module:
         """A frozen copy of the generator (what an EMA objective averages into)."""
-        return copy.deepcopy(self.generator).requires_grad_(False)
+        from probgen.models.gan.objective import ema_copy
+
+        return ema_copy(self.generator)
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None, generator: nn.Module | None = None

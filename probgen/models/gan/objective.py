@@ -39,7 +39,9 @@ segments between real and fake, ``n_critic = 5``, ``gp = 10``). Stabilisers, eac
 ``instance_noise`` Gaussian noise on both players' inputs to ``D`` (Sønderby et al. 2017; it
 also hides the lattice of quantised data such as the 17-level digits); ``ema`` an exponential
 moving average of the generator's weights used for sampling (Yazici et al. 2019), updated at the
-start of every step (so it averages the generator after steps ``0..s-1``); ``lr`` / ``betas`` of
+start of every step (so it averages the generator after steps ``0..s-1``) with the warm-up of
+TensorFlow's ``ExponentialMovingAverage`` (decay ``min(ema, (1 + n) / (10 + n))`` after ``n``
+updates, so a short run is not dominated by the initial weights); ``lr`` / ``betas`` of
 ``D`` apart from the generator's: the two time-scale update rule (TTUR; Heusel et al. 2017).
 Spectral normalisation is a property of the network
 ([`spectral_norm`][probgen.nn.dcgan.spectral_norm]). pix2pix adds ``l1 * mean |G(a) - b|``, the
@@ -82,7 +84,7 @@ from probgen.errors import ProbgenError
 from probgen.infer.objectives import Objective
 
 __all__ = ["Adversarial", "LOSSES", "generated", "discriminator_loss", "generator_loss",
-           "gradient_penalty", "r1_penalty", "update_ema"]
+           "gradient_penalty", "r1_penalty", "update_ema", "ema_copy"]
 
 #: the adversarial losses of [`Adversarial`][probgen.models.gan.objective.Adversarial]
 LOSSES = ("ns", "minimax", "hinge", "lsgan", "wgan_gp")
@@ -154,7 +156,7 @@ def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, source: nn.Module, decay: float) -> None:
-    """``ema <- decay * ema + (1 - decay) * source`` for floating parameters; buffers copied.
+    """``ema <- decay * ema + (1 - decay) * source`` for parameters; buffers copied by name.
 
     Examples:
         >>> a, b = nn.Linear(1, 1), nn.Linear(1, 1)
@@ -163,8 +165,21 @@ def update_ema(ema: nn.Module, source: nn.Module, decay: float) -> None:
     """
     for pe, ps in zip(ema.parameters(), source.parameters()):
         pe.lerp_(ps.detach(), 1.0 - decay)
-    for be, bs in zip(ema.buffers(), source.buffers()):
-        be.copy_(bs)
+    mine = dict(ema.named_buffers())
+    for name, b in source.named_buffers():
+        mine[name].copy_(b)
+
+
+def ema_copy(generator: nn.Module) -> nn.Module:
+    """A frozen copy of ``generator`` with an ``ema_updates`` counter (saved with its state).
+
+    Examples:
+        >>> int(ema_copy(nn.Linear(1, 1)).ema_updates)
+        0
+    """
+    ema = copy.deepcopy(generator).requires_grad_(False)
+    ema.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+    return ema
 
 
 def generated(model: Callable, batch: Sequence[Tensor], site: str = "x") -> Tensor:
@@ -259,7 +274,7 @@ class Adversarial(Objective):
         self._augmented: tuple[Tensor, ...] | None = None
         self.ema = None
         if ema:
-            self.ema = copy.deepcopy(generator).requires_grad_(False)
+            self.ema = ema_copy(generator)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "loss": self.kind, "lr": self.lr, "betas": list(self.betas),
@@ -286,8 +301,10 @@ class Adversarial(Objective):
     def before_step(self, model: Callable, guide: Callable | None, *batch: Tensor
                     ) -> dict[str, float]:
         """Update the EMA copy, then take ``n_critic`` steps of the discriminator."""
-        if self.ema is not None:
-            update_ema(self.ema, self.generator, self.decay)
+        if self.ema is not None:  # warm-up: decay min(d, (1 + n) / (10 + n)) after n updates
+            n = int(self.ema.ema_updates)
+            update_ema(self.ema, self.generator, min(self.decay, (1 + n) / (10 + n)))
+            self.ema.ema_updates += 1
         if self.augment is not None:
             batch = self._augmented = tuple(self.augment(tuple(batch)))
         if not self.adversarial:
