@@ -12,6 +12,11 @@
   the factors are the labels);
 - ``"text"``: the embedded corpus (text that ships with Python), split 80 / 10 / 10 by
   characters, test last (kind ``"text"``);
+- ``"digits_edges"`` / ``"digits_masked"``: paired image-to-image tasks made from the digits
+  splits (kind ``"pairs"``), ``"digits_unpaired"`` an unpaired one (kind ``"unpaired"``); see
+  [`probgen.data.paired`][probgen.data.paired];
+- a local folder with ``train/`` (pix2pix's ``A|B`` images; ``val/``, ``test/`` when present) or
+  with ``trainA/`` and ``trainB/`` (CycleGAN's layout; ``testA/``, ``testB/`` when present);
 - a local path: a ``.txt`` file (text, split as above); a folder of images or an array file
   (``.npy``, ``.npz``, ``.pt``, ``.safetensors``) of vectors ``(N, D)`` or images
   ``(N, H, W)`` / ``(N, C, H, W)``. Validation and test examples (10% each) are carved out by
@@ -53,6 +58,8 @@ EMBEDDED: dict[str, str] = {
     "rings": "vectors",
     "shapes": "images",
     "text": "text",
+    "digits_edges": "pairs", "digits_masked": "pairs",
+    "digits_unpaired": "unpaired",
 }
 _ALIASES = {"swissroll": "swiss_roll", "8gaussians": "eight_gaussians"}
 #: what each kind of data is
@@ -61,6 +68,8 @@ KINDS: dict[str, str] = {
     "vectors": "real vectors (N, D), e.g. 2-D point clouds",
     "images": "images (N, C, H, W) in [0, 1]",
     "text": "a character string",
+    "pairs": "paired images (N, 2, C, H, W) in [0, 1]: source A, target B",
+    "unpaired": "two image domains A, B (N, 2, C, H, W) in [0, 1], rows not paired",
 }
 _DENSITY_SIZES = (5000, 1000, 2000)
 _SHAPES_SIZES = (5000, 500, 500)
@@ -143,6 +152,11 @@ def load_splits(data: str | os.PathLike | dict[str, Any], split_seed: int = 0) -
     if not path.exists():
         raise ProbgenError(f"data: {str(data)!r} is neither an embedded data set "
                            f"({', '.join(sorted(EMBEDDED))}) nor an existing file or folder")
+    if path.is_dir() and ((path / "train").is_dir() or (path / "trainA").is_dir()):
+        from probgen.data.paired import folder_splits
+
+        kind, parts, info = folder_splits(path, split_seed)
+        return DataSplits(kind, *parts, {**info, "sha256": _sha256_tree(path)})
     if path.is_dir() or path.suffix.lower() in (".npy", ".safetensors"):
         streamed = _streamed(path, split_seed)
         if streamed is not None:
@@ -181,6 +195,14 @@ def _embedded(name: str) -> DataSplits:
         info.update(sizes=list(_SHAPES_SIZES), seeds=[0, 1, 2], size=32)
         return DataSplits("images", *(p.images for p in parts), info,
                           tuple(p.factors for p in parts))  # type: ignore[arg-type]
+    if EMBEDDED[name] in ("pairs", "unpaired"):
+        from probgen.data.paired import digits_pairs, digits_unpaired
+
+        task = name.split("_", 1)[1]
+        parts = [digits_pairs(s, task) if task != "unpaired" else digits_unpaired(s)
+                 for s in ("train", "val", "test")]
+        info.update(split="the digits splits, upsampled to 32x32", task=task)
+        return DataSplits(EMBEDDED[name], *parts, info)  # type: ignore[arg-type]
     from probgen.data.densities import load_density
 
     splits = [load_density(name, n, seed=s) for n, s in zip(_DENSITY_SIZES, (0, 1, 2))]
@@ -258,6 +280,12 @@ def _split_indices(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch
     n_val, n_test = (max(1, int(round(n * f))) for f in _FRACTIONS)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+def _sha256_tree(path: Path) -> str:
+    h = hashlib.sha256()
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        h.update(sub.name.encode())
+        h.update(_sha256(sub).encode())
+    return h.hexdigest()
 
 
 def _check_array(x: torch.Tensor, path: Path) -> torch.Tensor:

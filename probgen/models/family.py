@@ -72,6 +72,9 @@ class Family:
     data_names: tuple[str, ...] = ()
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fast: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``False`` for a likelihood-free family (a GAN): no ``test_nll`` / ``nll_kind`` /
+    #: ``test_bpd``; it is judged on the yardstick (``fd``, ``test_energy``) alone
+    likelihood: bool = True
 
     def layers(self, kind: str, fast: bool) -> list[Mapping[str, Any]]:
         """The default overrides for ``kind`` of data (and fast mode), in order."""
@@ -86,6 +89,9 @@ _BUILTIN: dict[str, str] = {
     "gpt": "probgen.models.arm.gpt_train",
     "vae": "probgen.models.vae.train",
     "flow": "probgen.models.flows.train",
+    "gan": "probgen.models.gan.train",
+    "pix2pix": "probgen.models.gan.pix2pix",
+    "cyclegan": "probgen.models.gan.cyclegan",
 }
 _REGISTRY: dict[str, Family] = {}
 
