@@ -86,6 +86,7 @@ _BUILTIN: dict[str, str] = {
     "gpt": "probgen.models.arm.gpt_train",
     "vae": "probgen.models.vae.train",
     "flow": "probgen.models.flows.train",
+    "ebm": "probgen.models.ebm.train",
 }
 _REGISTRY: dict[str, Family] = {}
 
