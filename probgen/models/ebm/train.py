@@ -205,7 +205,7 @@ FAMILY = Family(
     default_data="swiss_roll",
     data_names=("swiss_roll", "moons", "eight_gaussians", "checkerboard", "rings", "digits"),
     presets={"digits": {"objective": "ncsn", "hidden": 256, "depth": 3, "batch_size": 128,
-                        "steps": 6000, "lr": 1e-3, "sigma_max": 3.0, "sigma_min": 0.02,
+                        "steps": 4000, "lr": 1e-3, "sigma_max": 3.0, "sigma_min": 0.02,
                         "num_levels": 10, "steps_per_level": 100, "anneal_step": 2e-5}},
     fast={"*": {"steps": 40, "val_every": 20, "hidden": 32, "depth": 2, "grid": 100,
                 "sample_steps": 50, "buffer": 500, "cd_steps": 5},
