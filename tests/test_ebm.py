@@ -76,7 +76,7 @@ def test_energy_program_is_the_trained_energy(run):
     assert torch.allclose(-tr.nodes["energy"]["fn"].log_factor, run.energy(x))
 
 
-@pytest.mark.parametrize("objective", ["dsm", "sliced", "cd", "nce"])
+@pytest.mark.parametrize("objective", ["cd", "nce"])  # the objectives with state to resume
 def test_other_objectives_train_and_resume(tmp_path, objective):
     kw = dict(data="moons", fast=True, progress=False, objective=objective, val_every=5,
               steps=10)
