@@ -92,6 +92,7 @@ _BUILTIN: dict[str, str] = {
     "gan": "probgen.models.gan.train",
     "pix2pix": "probgen.models.gan.pix2pix",
     "cyclegan": "probgen.models.gan.cyclegan",
+    "ebm": "probgen.models.ebm.train",
 }
 _REGISTRY: dict[str, Family] = {}
 

@@ -1,0 +1,97 @@
+"""The ebm family: quadrature normaliser against closed forms, bad input, digits run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probgen.errors import ProbgenError
+from probgen.models.ebm import EnergyProgram, QuadraticEnergy, log_normaliser
+from probgen.models.ebm.quadrature import data_box
+from probgen.models.family import load_run, train
+
+
+def test_quadrature_matches_the_gaussian_normaliser():
+    q = QuadraticEnergy(2)
+    with torch.no_grad():
+        q.raw.copy_(torch.tensor([[0.3, 0.0], [0.5, -0.2]]))
+        q.mu.copy_(torch.tensor([0.4, -0.3]))
+    res = log_normaliser(q, (-8.0, 8.0, -8.0, 8.0), grid=200)
+    exact = math.log(2 * math.pi) - 0.5 * torch.logdet(q.precision().detach()).item()
+    assert res.log_z == pytest.approx(exact, abs=1e-4)
+    assert res.error < 1e-3 and res.label.startswith("exact")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.manual_seed(0)
+    return train("ebm", data="moons", out=tmp_path_factory.mktemp("ebm") / "run", fast=True,
+                 progress=False)
+
+
+def test_figures_are_a_normalised_density(run):
+    m = run.metrics
+    assert m["nll_kind"].startswith("exact (normaliser by quadrature")
+    # the density integrates to one over the box (independently: a coarser midpoint sum)
+    box = data_box(run.splits.train, run.config.margin)
+    xs = torch.linspace(box[0], box[1], 161)
+    ys = torch.linspace(box[2], box[3], 161)
+    pts = torch.cartesian_prod(xs, ys)
+    dens = run.log_prob(pts).exp()
+    area = (box[1] - box[0]) * (box[3] - box[2]) / 160 ** 2
+    assert float(dens.sum() * area) == pytest.approx(1.0, abs=0.05)
+    assert m["test_nll"] == pytest.approx(float(-run.log_prob(run.splits.test).mean()))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda r: r.energy(torch.zeros(4, 3)), "2-D points"),
+    (lambda r: r.energy(torch.tensor([[float("nan"), 0.0]])), "non-finite"),
+    (lambda r: r.score(torch.zeros(4, 64)), "2-D points"),
+    (lambda r: r.log_prob(torch.full((2, 2), float("inf"))), "non-finite"),
+    (lambda r: r.sample(0), "positive integer"),
+])
+def test_bad_input_one_line_errors(run, call, match):
+    with pytest.raises(ProbgenError, match=match) as info:
+        call(run)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("sets,match", [
+    ({"sigma": -0.1}, "sigma"), ({"sample_step": -1.0}, "sample_step"),
+    ({"sigma_min": 2.0}, "sigma_min"), ({"anneal_step": 0.0}, "anneal_step"),
+])
+def test_bad_config_one_line_errors(tmp_path, sets, match):
+    with pytest.raises(ProbgenError, match=match) as info:
+        train("ebm", data="moons", out=tmp_path / "r", fast=True, progress=False, **sets)
+    assert "\n" not in str(info.value)
+
+
+def test_energy_program_is_the_trained_energy(run):
+    x = run.splits.test[:5]
+    import pyro.poutine as poutine
+
+    tr = poutine.trace(EnergyProgram(run.net).model).get_trace(x)
+    assert torch.allclose(-tr.nodes["energy"]["fn"].log_factor, run.energy(x))
+
+
+@pytest.mark.parametrize("objective", ["cd", "nce"])  # the objectives with state to resume
+def test_other_objectives_train_and_resume(tmp_path, objective):
+    kw = dict(data="moons", fast=True, progress=False, objective=objective, val_every=5,
+              steps=10)
+    full = train("ebm", out=tmp_path / "a", **kw)
+    train("ebm", out=tmp_path / "b", **{**kw, "steps": 5})
+    resumed = train("ebm", out=tmp_path / "b", resume=True, progress=False, steps=10)
+    assert resumed.metrics["test_nll"] == pytest.approx(full.metrics["test_nll"], rel=1e-6)
+    assert math.isfinite(full.metrics["test_nll"])
+
+
+def test_ncsn_on_digits_samples_levels(tmp_path):
+    r = train("ebm", data="digits", out=tmp_path / "d", fast=True, progress=False)
+    assert r.config.objective == "ncsn" and "test_nll" not in r.metrics and r.metrics["fd"] > 0
+    s = r.sample(3, seed=0)
+    assert s.shape == (3, 64) and s.dtype == torch.long and int(s.max()) <= 16
+    assert torch.equal(load_run(tmp_path / "d").sample(3, seed=0), s)
+    with pytest.raises(ProbgenError, match="64-D"):
+        r.score(torch.zeros(2, 2))
