@@ -86,6 +86,7 @@ _BUILTIN: dict[str, str] = {
     "gpt": "probgen.models.arm.gpt_train",
     "vae": "probgen.models.vae.train",
     "flow": "probgen.models.flows.train",
+    "flowmatch": "probgen.models.diffusion.flowmatch_train",
 }
 _REGISTRY: dict[str, Family] = {}
 
