@@ -84,7 +84,6 @@ def test_integrators_run_in_reverse_time():
 
 
 def test_predictor_corrector_samples_the_data_law():
-    pytest.importorskip("probgen.infer.langevin")  # the EBM branch's Langevin steps
     sde = VPSDE()
     torch.manual_seed(0)
     prior = sde.prior_sample((4000, 2)).double()

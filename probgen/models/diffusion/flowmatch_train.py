@@ -61,10 +61,10 @@ __all__ = ["FlowMatchConfig", "FlowMatchRun", "Dequantize", "FAMILY"]
 class FlowMatchConfig(RunConfig):
     """Settings of ``probgen train flowmatch`` (defaults for 2-D data; digits have a preset)."""
 
-    steps: int = option(8000, "training steps of the first flow")
+    steps: int = option(3000, "training steps of the first flow")
     batch_size: int = option(256, "examples per step")
     lr: float = option(2e-3, "learning rate")
-    val_every: int = option(500, "steps between validations")
+    val_every: int = option(250, "steps between validations")
     patience: int | None = option(None, "validations without improvement before stopping")
     method: Literal["fm", "ot", "rectified"] = option("ot", "fm (Gaussian path), ot (OT-CFM), "
                                                       "rectified (rectified flow)")
@@ -74,8 +74,8 @@ class FlowMatchConfig(RunConfig):
     time_scale: float = option(10.0, "t is multiplied by this before its sinusoidal code "
                                      "(small: a smooth field in t, few ODE steps)")
     reflow: int = option(0, "reflow rounds after the first flow")
-    reflow_pairs: int = option(10000, "pairs (x0, ODE(x0)) per reflow round")
-    reflow_steps: int = option(4000, "training steps per reflow round")
+    reflow_pairs: int = option(5000, "pairs (x0, ODE(x0)) per reflow round")
+    reflow_steps: int = option(2000, "training steps per reflow round")
     sample_steps: int = option(0, "Euler steps of the sampler (0: adaptive dopri5)")
     rtol: float = option(1e-5, "ODE relative tolerance (sampling and likelihood)")
     atol: float = option(1e-5, "ODE absolute tolerance (sampling and likelihood)")
@@ -100,7 +100,7 @@ class FlowMatchConfig(RunConfig):
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
 
 
-_DIGITS: dict[str, Any] = {"steps": 6000, "batch_size": 128, "lr": 1e-3,
+_DIGITS: dict[str, Any] = {"steps": 3000, "batch_size": 128, "lr": 1e-3,
                            "hidden": (512, 512, 512), "reflow_pairs": 5000}
 
 

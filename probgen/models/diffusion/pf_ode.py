@@ -44,6 +44,10 @@ class ProbabilityFlow(nn.Module):
     """The right-hand side ``f(t, x) = f(x, t) - g(t)^2 score(x, t) / 2`` in torchdiffeq's
     argument order (``x`` flat ``(N, D)``; ``shape`` the score's example shape).
 
+    Adaptive solvers probe times just outside ``[eps, T]`` (torchdiffeq's first-step guess,
+    and dopri5 steps past the end and interpolates back), where ``s(t)`` is undefined: ``t``
+    is clamped to ``[eps, T]``.
+
     Examples:
         >>> from probgen.models.diffusion.sde import VPSDE
         >>> f = ProbabilityFlow(VPSDE(), lambda x, t: -x)
@@ -59,7 +63,7 @@ class ProbabilityFlow(nn.Module):
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
         y = x if self.shape is None else x.reshape(-1, *self.shape)
-        tt = t.to(y).expand(y.shape[0])
+        tt = t.to(y).clamp(self.sde.eps, self.sde.T).expand(y.shape[0])
         return self.sde.ode_drift(y, tt, self.score(y, tt)).reshape(x.shape)
 
 
@@ -124,5 +128,6 @@ def pf_ode_log_prob(sde: SDE, score: Score, x: Tensor, exact_trace: bool | None 
     f = ProbabilityFlow(sde, score, shape)
     with torch.no_grad():
         z, acc = integrate_with_trace(f, flat, sde.eps, sde.T, exact_trace=exact, noise=noise,
-                                      method=method, rtol=rtol, atol=atol)
+                                      method=method, rtol=rtol, atol=atol,
+                                      )
     return sde.prior_log_prob(z.reshape(x.shape)) + acc

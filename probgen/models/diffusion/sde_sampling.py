@@ -216,6 +216,6 @@ def predictor_corrector_sample(sde: SDE, score: Callable[[Tensor, Tensor], Tenso
                 s = score(x, t_next)
                 z_norm = x[0].numel() ** 0.5  # E||z|| for z ~ N(0, I)
                 s_norm = s.flatten(1).norm(dim=-1).mean()
-                step = 2 * (snr * z_norm / s_norm) ** 2
-                x = langevin_step(lambda y, s=s: s, x, step)
+                step = float(2 * (snr * z_norm / s_norm) ** 2)
+                x = langevin_step(lambda y, s=s: s, x, step)  # s = score(x, t_next)
     return x
