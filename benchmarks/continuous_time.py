@@ -50,6 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fast", action="store_true", help="tiny settings (a smoke test)")
     ap.add_argument("--out", type=Path, default=None, help="folder for runs and pictures")
+    ap.add_argument("--steps", type=int, default=3000, help="training steps of each model")
+    ap.add_argument("--reflow-steps", type=int, default=2000, help="steps of the reflow round")
+    ap.add_argument("--hidden", type=int, default=256, help="width of the 3-layer MLPs")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = args.out or Path(tempfile.mkdtemp(prefix="continuous_time_"))
@@ -59,7 +62,10 @@ def main() -> None:
     n = len(test)
     torch.manual_seed(0)
     noise = torch.randn(n, 2)
-    fast = {"steps": 200, "reflow_pairs": 2000, "reflow_steps": 200} if args.fast else {}
+    width = (args.hidden,) * 3
+    fast = {"steps": args.steps, "reflow_steps": args.reflow_steps, "hidden": width}
+    if args.fast:
+        fast.update(steps=200, reflow_pairs=2000, reflow_steps=200)
 
     rows: list[dict] = []
     velocities: dict[str, torch.nn.Module] = {}
@@ -84,9 +90,9 @@ def main() -> None:
     # VP-SDE: a score model by continuous-time DSM, sampled by the reverse SDE and the PF-ODE
     sde = VPSDE()
     torch.manual_seed(0)
-    score = ScoreModel(TimeMLP(2, hidden=(256, 256, 256)), sde)
+    score = ScoreModel(TimeMLP(2, hidden=width), sde)
     t0 = time.perf_counter()
-    fit(score, None, splits.train, objective=ScoreMatchingSDE(), steps=fast.get("steps", 8000),
+    fit(score, None, splits.train, objective=ScoreMatchingSDE(), steps=fast["steps"],
         batch_size=256, lr=2e-3, progress=False)
     seconds = time.perf_counter() - t0
     score.eval()
