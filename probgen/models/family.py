@@ -93,6 +93,7 @@ _BUILTIN: dict[str, str] = {
     "pix2pix": "probgen.models.gan.pix2pix",
     "cyclegan": "probgen.models.gan.cyclegan",
     "ebm": "probgen.models.ebm.train",
+    "flowmatch": "probgen.models.diffusion.flowmatch_train",
 }
 _REGISTRY: dict[str, Family] = {}
 

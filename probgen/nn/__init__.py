@@ -1,7 +1,8 @@
 """Layer 0: neural building blocks (transformer, tokenizers, flow layers, MADE, PixelCNN,
-time embeddings)."""
+time embeddings, U-Net, weight averaging)."""
 
 from probgen.nn.causal_conv import CausalConv1d, CausalConvNet
+from probgen.nn.ema import EMA
 from probgen.nn.flow_layers import (
     ActNorm,
     Invert,
@@ -23,6 +24,7 @@ from probgen.nn.tokenizers import (
     tiktoken_available,
 )
 from probgen.nn.transformer import MLP, Block, CausalSelfAttention, KVCache
+from probgen.nn.unet import ResBlock, SelfAttention2d, UNet
 
 __all__ = [
     "Block", "KVCache", "CausalSelfAttention", "MLP",
@@ -32,4 +34,5 @@ __all__ = [
     "Squeeze", "Unsqueeze", "FactorOut", "ConvCouplingNet",
     "MADE", "MaskedLinear", "CausalConv1d", "CausalConvNet", "GatedPixelCNN", "GatedLayer",
     "sinusoidal_embedding", "TimeEmbedding", "TimeMLP",
+    "UNet", "ResBlock", "SelfAttention2d", "EMA",
 ]

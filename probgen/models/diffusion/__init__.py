@@ -6,3 +6,44 @@ samplers are written once here.
 """
 
 __all__: list[str] = []
+
+# -- continuous time (score SDEs, the probability-flow ODE, flow matching) ---------------------
+from probgen.models.diffusion.flow_matching import (  # noqa: E402
+    OTFM,
+    FlowMatcher,
+    FlowMatchingLoss,
+    GaussianFM,
+    RectifiedFlow,
+    euler_sample,
+    ode_sample,
+    ot_coupling,
+    straightness,
+    velocity_cnf,
+)
+from probgen.models.diffusion.pf_ode import (  # noqa: E402
+    ProbabilityFlow,
+    pf_ode_log_prob,
+    pf_ode_sample,
+)
+from probgen.models.diffusion.score_sde import ScoreMatchingSDE, ScoreModel  # noqa: E402
+from probgen.models.diffusion.sde import (  # noqa: E402
+    SDE,
+    VESDE,
+    VPSDE,
+    OrnsteinUhlenbeck,
+    SubVPSDE,
+)
+from probgen.models.diffusion.sde_sampling import (  # noqa: E402
+    euler_maruyama,
+    predictor_corrector_sample,
+    reverse_sde_sample,
+    torchsde_integrate,
+)
+
+__all__ += [
+    "SDE", "VESDE", "VPSDE", "SubVPSDE", "OrnsteinUhlenbeck", "ScoreModel", "ScoreMatchingSDE",
+    "euler_maruyama", "torchsde_integrate", "reverse_sde_sample", "predictor_corrector_sample",
+    "ProbabilityFlow", "pf_ode_sample", "pf_ode_log_prob", "FlowMatcher", "GaussianFM", "OTFM",
+    "RectifiedFlow", "FlowMatchingLoss", "ot_coupling", "euler_sample", "ode_sample",
+    "straightness", "velocity_cnf",
+]
