@@ -221,11 +221,19 @@ class DiffusionRun(Run):
         terms = torch.cat(rows, dim=1)
         nll = terms.sum(0)
         dim = math.prod(m.data_shape)
-        return {"test_nll": float(nll.mean()), "nll_kind": f"ELBO bound, {m.T} steps",
-                "test_bpd": float(nll.mean()) / (dim * math.log(2)),
-                "test_nll_stderr": float(nll.std() / math.sqrt(len(nll))),
-                "test_prior_kl": float(terms[-1].mean()),
-                "test_decoder_nll": float(terms[0].mean())}
+        out = {"test_nll": float(nll.mean()), "nll_kind": f"ELBO bound, {m.T} steps",
+               "test_bpd": float(nll.mean()) / (dim * math.log(2)),
+               "test_nll_stderr": float(nll.std() / math.sqrt(len(nll))),
+               "test_prior_kl": float(terms[-1].mean()),
+               "test_decoder_nll": float(terms[0].mean())}
+        if m.num_classes and self.kind == "digits":
+            from probgen.models.diffusion.conditional import label_agreement
+
+            n = 200
+            out["label_agreement"] = label_agreement(self.sample(n, seed=self.config.seed),
+                                                     self.labels(n), m.levels or 17)
+            out["label_agreement_guidance"] = self.sampling.guidance
+        return out
 
 
 def _data(splits: DataSplits, conditional: bool, part: int) -> Any:
