@@ -67,17 +67,21 @@ def diffusers_available() -> bool:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """No loading / saving progress bars from diffusers and transformers inside."""
+    """No loading / saving progress bars from diffusers and transformers inside, and no
+    notices about optional backends (e.g. torchvision for image processors we do not use)."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
+    level = tlog.get_verbosity()
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
     try:
         yield
     finally:
         dlog.enable_progress_bar()
         tlog.enable_progress_bar()
+        tlog.set_verbosity(level)
 
 
 def _require() -> None:
@@ -89,7 +93,8 @@ def load_pipeline(path: str | os.PathLike, scheduler: str = "ddim") -> Any:
     """The text-to-image pipeline in the local folder ``path`` (nothing is downloaded);
     ``scheduler="ddim"`` swaps in a DDIM scheduler with the saved one's noise schedule."""
     _require()
-    from diffusers import DDIMScheduler, DiffusionPipeline
+    with _quiet():
+        from diffusers import DDIMScheduler, DiffusionPipeline
 
     folder = Path(path)
     if not (folder / "model_index.json").is_file():
@@ -227,13 +232,14 @@ def make_tiny_pipeline(path: str | os.PathLike, seed: int = 0, sample_size: int 
     (a few hundred thousand parameters; character-level CLIP tokenizer built locally) and
     return it. For tests and the tutorial: its images are noise, its parts are real."""
     _require()
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    with _quiet():
+        from diffusers import (
+            AutoencoderKL,
+            DDIMScheduler,
+            StableDiffusionPipeline,
+            UNet2DConditionModel,
+        )
+        from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(path)
     torch.manual_seed(seed)

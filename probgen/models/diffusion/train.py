@@ -259,6 +259,10 @@ def _fit(config: DiffusionConfig, splits: DataSplits, ctx: TrainContext) -> Diff
             steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
             val_data=_data(splits, config.conditional, 1), val_every=config.val_every,
             patience=config.patience, log_every=config.val_every, grad_clip=config.grad_clip)
+    if ctx.out is not None and splits.kind == "digits":
+        from probgen.models.diffusion.plots import save_trajectory
+
+        save_trajectory(run, ctx.out / "trajectory.png", seed=config.seed)
     return run
 
 
