@@ -45,7 +45,8 @@ class LatentDiffusion(nn.Module):
     Args:
         vae: the trained autoencoder (encoder to ``z``, decoder back to ``x``).
         ddpm: the diffusion model on ``(latent_dim,)`` vectors (``num_classes > 0``).
-        shift, scale: ``z_diffusion = (z - shift) / scale`` per latent dimension.
+        shift: per-dimension mean of the codes (``z_diffusion = (z - shift) / scale``).
+        scale: per-dimension standard deviation of the codes.
     """
 
     def __init__(self, vae: nn.Module, ddpm: DDPM, shift: Tensor, scale: Tensor) -> None:
