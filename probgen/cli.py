@@ -6,6 +6,7 @@
     probgen train flow --data points.npy                # a local (N, D) array
     probgen train vae --out runs/vae --resume           # continue a run exactly
     probgen sample RUN --n 500 --out s.npy              # samples as an array (or .png, .pt)
+    probgen sample RUN --set sampler=ddim steps=50      # sample-time settings of the family
     probgen eval RUN                                    # recompute the test figures
     probgen report RUN [RUN ...] --out report           # one Markdown page comparing runs
     probgen generate RUN --prompt "..."                 # continue a prompt with a GPT run
@@ -123,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int | None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from probgen.models.family import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run).set_sampling(sets=args.set or [])
     out = args.out or str(Path(args.run) / f"samples_cli{Path(run.sample_file).suffix}")
     path = run.save_samples(out, n=args.n, seed=args.seed)
     print(f"wrote {args.n} samples to {path}")
@@ -132,7 +133,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from probgen.models.family import load_run
 
-    _print_metrics(load_run(args.run).evaluate(progress=not args.quiet))
+    run = load_run(args.run).set_sampling(sets=args.set or [])
+    _print_metrics(run.evaluate(progress=not args.quiet))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -249,12 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="number of samples")
     s.add_argument("--out", default=None, help="FILE.png | .npy | .pt | .txt")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="sample-time settings of the family (e.g. diffusion: sampler=ddim "
+                        "steps=50 eta=0 guidance=3 label=7)")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("eval", help="evaluate a run folder on its test split",
                        description="Recompute a run's test figures (NLL, FD / energy "
                                    "distance) from its folder.")
     e.add_argument("run", help="a run folder")
+    e.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="sample-time settings used for the sample figures (fd, ...), as for "
+                        "'probgen sample'")
     e.add_argument("--quiet", action="store_true", help="no progress output")
     e.set_defaults(func=cmd_eval)
 

@@ -37,7 +37,7 @@ from typing import Any, Literal, Union
 
 from probgen.errors import ProbgenError
 
-__all__ = ["ConfigError", "RunConfig", "option", "build_config", "config_fields",
+__all__ = ["ConfigError", "RunConfig", "SampleConfig", "option", "build_config", "config_fields",
            "config_to_dict", "describe_config", "coerce", "parse_sets"]
 
 
@@ -78,6 +78,18 @@ class RunConfig:
             raise ConfigError(f"patience: must be >= 1 or none, got {self.patience}")
         if self.threads < 0:
             raise ConfigError(f"threads: must be >= 0 (0: automatic), got {self.threads}")
+
+
+@dataclass
+class SampleConfig:
+    """Base of a family's *sample-time* settings (e.g. a diffusion run's sampler and number
+    of steps): chosen when sampling or evaluating a trained run, not when training it
+    (``probgen sample RUN --set key=value``,
+    [`Run.set_sampling`][probgen.models.family.Run.set_sampling]). A family subclasses it with
+    [`option`][probgen.models.config.option] fields."""
+
+    def validate(self) -> None:
+        """Range checks (a subclass adds its own)."""
 
 
 def config_fields(cls: type) -> dict[str, tuple[Any, Any, str]]:

@@ -52,7 +52,7 @@ import torch
 from probgen.data.splits import DataSplits, describe_kind, load_splits
 from probgen.errors import ProbgenError
 from probgen.infer import distributed, runs
-from probgen.models.config import ConfigError, build_config, config_to_dict
+from probgen.models.config import ConfigError, build_config, config_to_dict, describe_config
 
 __all__ = ["Family", "Run", "TrainContext", "register", "get_family", "family_names",
            "train", "load_run", "auto_threads", "check_device", "yardstick"]
@@ -94,6 +94,7 @@ _BUILTIN: dict[str, str] = {
     "cyclegan": "probgen.models.gan.cyclegan",
     "ebm": "probgen.models.ebm.train",
     "flowmatch": "probgen.models.diffusion.flowmatch_train",
+    "diffusion": "probgen.models.diffusion.train",
 }
 _REGISTRY: dict[str, Family] = {}
 
@@ -136,6 +137,9 @@ class Run:
     family: str = "?"
     #: the file `train` writes samples to in the run folder
     sample_file: str = "samples.png"
+    #: the family's sample-time settings (a [`SampleConfig`][probgen.models.config.SampleConfig]
+    #: subclass), or ``None`` when sampling has no settings
+    sample_config: type | None = None
 
     def __init__(self, config: Any, data: DataSplits | dict[str, Any],
                  run_dir: str | Path | None = None) -> None:
@@ -144,6 +148,8 @@ class Run:
         self.data_info: dict[str, Any] = data.info if isinstance(data, DataSplits) else data
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.metrics: dict[str, Any] = {}
+        #: the current sample-time settings (see `set_sampling`)
+        self.sampling: Any = build_config(self.sample_config) if self.sample_config else None
 
     def __repr__(self) -> str:
         where = f", run_dir='{self.run_dir}'" if self.run_dir else ""
@@ -178,6 +184,32 @@ class Run:
         return {}
 
     # -- shared -------------------------------------------------------------------------------
+    def set_sampling(self, sets: tuple[str, ...] | list[str] = (), **values: Any) -> Run:
+        """Change sample-time settings (``"key=value"`` text as ``--set``, or keywords) for
+        later [`sample`][probgen.models.family.Run.sample] / ``evaluate`` calls; unchanged keys
+        keep their current values. Returns the run.
+
+        Examples:
+            >>> run = train("flow", data="moons", fast=True, progress=False)
+            >>> run.set_sampling(sets=["steps=5"])
+            Traceback (most recent call last):
+            ...
+            probgen.models.config.ConfigError: --set: flow runs have no sample-time settings
+        """
+        if self.sample_config is None:
+            if list(sets) or values:
+                raise ConfigError(f"--set: {self.family} runs have no sample-time settings")
+            return self
+        self.sampling = build_config(self.sample_config, [config_to_dict(self.sampling)],
+                                     sets=sets, values=values)
+        return self
+
+    def describe_sampling(self) -> str:
+        """Every sample-time key with its current value and help (empty when none)."""
+        if self.sample_config is None:
+            return ""
+        return describe_config(self.sample_config, [config_to_dict(self.sampling)])
+
     def num_params(self) -> int:
         seen: set[int] = set()
         total = 0
