@@ -318,3 +318,57 @@ def test_likelihood_runs_an_enumerated_model_as_often_as_trace_enum():
     calls[0] = 0
     pyro.infer.TraceEnum_ELBO(max_plate_nesting=2).differentiable_loss(counted, lambda x: None, x)
     assert ours == calls[0]
+
+
+# --- done-when: minibatch and full-batch posteriors agree, and with a Laplace reference ----
+def logistic(x, y):
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 2.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Bernoulli(logits=x @ w), obs=y)
+
+
+def _laplace(x, y):
+    """Posterior mode (Newton's method) and the inverse Hessian of -log p(w | data)."""
+    w = torch.zeros(x.shape[1], dtype=torch.float64)
+    x, y = x.double(), y.double()
+
+    def neg_log_post(w):
+        return (-dist.Bernoulli(logits=x @ w).log_prob(y).sum()
+                - dist.Normal(0.0, 2.0).log_prob(w).sum())
+
+    for _ in range(50):
+        g = torch.autograd.functional.jacobian(neg_log_post, w)
+        h = torch.autograd.functional.hessian(neg_log_post, w)
+        w = w - torch.linalg.solve(h, g)
+    cov = torch.linalg.inv(torch.autograd.functional.hessian(neg_log_post, w))
+    return w.float(), cov.diagonal().sqrt().float()
+
+
+def _posterior(x, y, batch_size, steps):
+    pyro.clear_param_store()
+    guide = autoguide.AutoMultivariateNormal(logistic)
+    fit(logistic, guide, (x, y), objective=ELBO(num_particles=4), steps=steps,
+        batch_size=batch_size, lr=0.02, seed=1, progress=False,
+        lr_schedule=lambda s: 0.02 ** (s / steps))
+    loc, scale_tril = pyro.param("AutoMultivariateNormal.loc"), \
+        pyro.param("AutoMultivariateNormal.scale_tril")
+    return loc.detach(), (scale_tril @ scale_tril.T).diagonal().sqrt().detach()
+
+
+@pytest.mark.slow
+def test_minibatch_posterior_equals_full_batch_and_laplace():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.ones(500, 1), torch.randn(500, 2, generator=gen)], 1)
+    y = (torch.rand(500, generator=gen) < torch.sigmoid(x @ torch.tensor([0.5, 1.5, -1.0])))
+    y = y.float()
+    m_lap, s_lap = _laplace(x, y)
+    m_full, s_full = _posterior(x, y, None, 3000)
+    m_mini, s_mini = _posterior(x, y, 50, 6000)
+    print(f"\nLaplace mean {m_lap.tolist()} sd {s_lap.tolist()}\n"
+          f"full    mean {m_full.tolist()} sd {s_full.tolist()}\n"
+          f"B=50    mean {m_mini.tolist()} sd {s_mini.tolist()}")
+    for m, s in ((m_full, s_full), (m_mini, s_mini)):
+        torch.testing.assert_close(m, m_lap, rtol=0.1, atol=0.02)
+        torch.testing.assert_close(s, s_lap, rtol=0.1, atol=0)
+    torch.testing.assert_close(m_mini, m_full, rtol=0.1, atol=0.02)
+    torch.testing.assert_close(s_mini, s_full, rtol=0.1, atol=0)

@@ -27,6 +27,7 @@ Examples:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,12 @@ def plan_scaling(model: Callable, guide: Callable | None, batch: tuple, n: int) 
     b = len(batch[0])
     if b == n:
         return Scaling("none")
-    sites = _scan(model, guide, batch)
+    try:
+        sites = _scan(model, guide, batch)
+    except Exception as exc:  # a program that only runs under its objective's handlers
+        warnings.warn(f"minibatch scaling: the model/guide did not run on their own ({exc!r});"
+                      f" the whole loss is scaled by N/B = {n / b:g}", stacklevel=3)
+        return Scaling("loss", n / b)
     for _, _, frames in sites:
         if any(f.full_size not in (None, f.size) for f in frames):
             return Scaling("none")  # the program subsamples itself
