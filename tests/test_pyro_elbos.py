@@ -350,9 +350,9 @@ def _posterior(x, y, batch_size, steps):
     fit(logistic, guide, (x, y), objective=ELBO(num_particles=4), steps=steps,
         batch_size=batch_size, lr=0.02, seed=1, progress=False,
         lr_schedule=lambda s: 0.02 ** (s / steps))
-    loc, scale_tril = pyro.param("AutoMultivariateNormal.loc"), \
-        pyro.param("AutoMultivariateNormal.scale_tril")
-    return loc.detach(), (scale_tril @ scale_tril.T).diagonal().sqrt().detach()
+    with torch.no_grad():
+        q = guide.get_posterior()  # MultivariateNormal over the latent w
+        return q.mean.detach().clone(), q.covariance_matrix.diagonal().sqrt().detach().clone()
 
 
 @pytest.mark.slow
