@@ -67,3 +67,31 @@ def pgmpy_example(name: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return get_example_model(name)
+
+
+def svi_run(model, guide, data, elbo, steps, lr, seed=0, batch_size=None):
+    """Pyro's own ``SVI`` loop on the batches [`fit`][probgen.infer.fit.fit] draws (same
+    sampler, seeding and parameter creation before the first step, SGD at ``lr``).
+
+    Returns the loss of every step and the final unconstrained Pyro parameters.
+    """
+    import pyro
+    import torch
+
+    from probgen.infer import runs
+    from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
+
+    data = as_tensors(data)
+    n = num_examples(data)
+    b = n if batch_size is None else batch_size
+    pyro.set_rng_seed(seed)
+    sampler = BatchSampler(data, b, seed, torch.device("cpu"))
+    guide = guide if guide is not None else (lambda *a, **k: None)
+    state = runs.rng_state()
+    with torch.no_grad():  # create the parameters first, as fit's discovery does
+        elbo.loss(model, guide, *take(data, sampler.order[:b], torch.device("cpu")))
+    runs.set_rng_state(*state)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.SGD({"lr": lr}), elbo)
+    losses = [svi.step(*sampler.next()) for _ in range(steps)]
+    params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
+    return losses, params

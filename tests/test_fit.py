@@ -317,9 +317,13 @@ def test_bad_data_raises(data, match):
         fit(TinyVAE(), None, data, steps=1, batch_size=2, progress=False)
 
 
-def test_pyro_elbo_wrapper_needs_a_guide():
-    with pytest.raises(ProbgenError, match="guide"):
-        PyroELBO(pyro.infer.Trace_ELBO()).loss(lambda x: None, None, torch.zeros(1))
+def test_pyro_elbo_wrapper_without_guide_is_an_empty_guide():
+    def model(x):
+        loc = pyro.param("loc", torch.tensor(0.5))
+        pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    loss = PyroELBO(pyro.infer.Trace_ELBO()).loss(model, None, torch.zeros(1))
+    torch.testing.assert_close(loss, -dist.Normal(0.5, 1.0).log_prob(torch.zeros(1)).sum())
 
 
 def test_tutorial_style_functions_with_pyro_module_train():

@@ -327,24 +327,37 @@ class BayesNet:
         variables: Sequence[str],
         evidence: Mapping[str, Hashable] | None = None,
         joint: bool = True,
+        *,
+        virtual_evidence: Sequence[Any] | None = None,
+        elimination_order: str | Sequence[str] | None = None,
     ) -> Any:
         """Exact posterior, as pgmpy's ``VariableElimination.query`` (a DiscreteFactor).
 
         With ``joint=False`` a dict of one marginal factor per variable is returned.
+        ``virtual_evidence`` (soft evidence: single-variable TabularCPDs) and
+        ``elimination_order`` (a pgmpy heuristic name or a list) are as in pgmpy; see
+        [`probgen.infer.exact.query`][probgen.infer.exact.query].
         """
         from probgen.infer.exact import query
 
-        return query(self, variables, evidence, joint=joint)
+        return query(self, variables, evidence, joint=joint, virtual_evidence=virtual_evidence,
+                     elimination_order=elimination_order)
 
     def map_query(
         self,
         variables: Sequence[str] | None = None,
         evidence: Mapping[str, Hashable] | None = None,
+        *,
+        virtual_evidence: Sequence[Any] | None = None,
+        elimination_order: str | Sequence[str] | None = None,
     ) -> dict[str, Hashable]:
-        """The most probable joint state of ``variables`` (default: all unobserved)."""
+        """The most probable joint state of ``variables`` (default: all unobserved), with
+        ``virtual_evidence`` and ``elimination_order`` as in
+        [`query`][probgen.graph.bayesnet.BayesNet.query]."""
         from probgen.infer.exact import map_query
 
-        return map_query(self, variables, evidence)
+        return map_query(self, variables, evidence, virtual_evidence=virtual_evidence,
+                         elimination_order=elimination_order)
 
     def query_batch(self, variables: Sequence[str], evidence: pd.DataFrame) -> torch.Tensor:
         """Posteriors of ``variables`` for each row of ``evidence`` (NaN = unobserved)."""

@@ -6,7 +6,14 @@ only on the order. Finding the best order is NP-hard; the two classic greedy heu
 *interaction graph* (an edge between two variables that share a factor):
 
 - min-weight: next, the variable whose new table (it and its neighbours) is smallest;
-- min-fill: next, the variable whose elimination adds the fewest new edges.
+- min-fill: next, the variable whose elimination adds the fewest new edges;
+- min-neighbours: next, the variable with the fewest neighbours;
+- weighted min-fill: next, the variable whose new edges weigh least (an edge weighs the
+  product of its two cardinalities).
+
+[`resolve_order`][probgen.infer.elimination.resolve_order] turns what a user passes as
+``elimination_order`` (pgmpy's names ``"MinFill"``, ``"MinWeight"``, ``"MinNeighbors"``,
+``"WeightedMinFill"``, ``"greedy"``, or an explicit list) into an order.
 
 [`elimination_order`][probgen.infer.elimination.elimination_order] uses min-weight and, when that
 order would build a large table, also tries min-fill and keeps the smaller (the diabetes network
@@ -24,7 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["greedy_order", "elimination_order"]
+from probgen.errors import EvidenceError
+
+__all__ = ["greedy_order", "elimination_order", "resolve_order", "HEURISTICS"]
+
+#: pgmpy's heuristic names (case-insensitive) -> the ``criterion`` of ``greedy_order``;
+#: ``"greedy"`` is probgen's default order.
+HEURISTICS = {"minfill": "fill", "minweight": "weight", "minneighbors": "neighbors",
+              "weightedminfill": "weighted_fill", "greedy": "default"}
 
 
 def greedy_order(
@@ -36,7 +50,9 @@ def greedy_order(
     """Greedy elimination order of the variables not in ``keep`` on the interaction graph.
 
     ``criterion="weight"`` eliminates first the variable whose new table is smallest
-    (min-weight); ``"fill"`` the one adding the fewest new edges (min-fill, ties by weight).
+    (min-weight); ``"fill"`` the one adding the fewest new edges (min-fill, ties by weight);
+    ``"neighbors"`` the one with the fewest neighbours; ``"weighted_fill"`` the one whose
+    new edges have the smallest summed weight (product of the two cardinalities).
     Returns the order and the log of the largest table it builds.
 
     Examples:
@@ -56,8 +72,22 @@ def greedy_order(
         ns = list(nbrs[v])
         return sum(1 for i, a in enumerate(ns) for b in ns[i + 1:] if b not in nbrs[a])
 
+    def weighted_fill(v: str) -> float:
+        ns = list(nbrs[v])
+        return sum(card[a] * card[b] for i, a in enumerate(ns) for b in ns[i + 1:]
+                   if b not in nbrs[a])
+
     def cost(v: str) -> tuple:
-        return (fill(v), weight(v)) if criterion == "fill" else (weight(v),)
+        if criterion == "fill":
+            return (fill(v), weight(v))
+        if criterion == "weighted_fill":
+            return (weighted_fill(v), weight(v))
+        if criterion == "neighbors":
+            return (len(nbrs[v]), weight(v))
+        return (weight(v),)
+
+    if criterion not in ("weight", "fill", "weighted_fill", "neighbors"):
+        raise ValueError(f"criterion: unknown {criterion!r}")
 
     keep = set(keep)
     remaining = {v for v in nbrs if v not in keep}
@@ -74,7 +104,7 @@ def greedy_order(
             nbrs[u].discard(v)
             nbrs[u].update(w for w in ns if w != u)
         touched = set(ns)
-        if criterion == "fill":  # fill counts change two steps away
+        if criterion in ("fill", "weighted_fill"):  # fill counts change two steps away
             for u in ns:
                 touched |= nbrs[u]
         for u in touched:
@@ -102,3 +132,57 @@ def elimination_order(
         if other_largest < largest:
             return other
     return order
+
+
+def resolve_order(
+    spec: str | Sequence[str] | None,
+    scopes: list[Sequence[str]],
+    card: Mapping[str, int],
+    keep: Iterable[str],
+    given: Iterable[str] = (),
+    nodes: Iterable[str] = (),
+) -> list[str]:
+    """The order in which to eliminate every variable of ``scopes`` not in ``keep``.
+
+    ``spec`` is ``None`` or ``"greedy"`` (the default
+    [`elimination_order`][probgen.infer.elimination.elimination_order]), one of pgmpy's
+    heuristic names (case-insensitive), or an explicit list of variables. A list must not
+    name query or evidence variables (``given``) or unknown ones (``nodes`` are the
+    network's) and must not repeat; the variables it leaves out (e.g. barren ones pruned
+    here) are skipped when not needed, or eliminated after the list in the default order.
+
+    Raises:
+        EvidenceError: an unknown heuristic, or a list that breaks the rules above.
+
+    Examples:
+        >>> resolve_order("MinNeighbors", [("a", "b"), ("b", "c")], {"a": 2, "b": 2, "c": 2},
+        ...               keep=["c"])
+        ['a', 'b']
+        >>> resolve_order(["b", "a"], [("a", "b"), ("b", "c")], {"a": 2, "b": 2, "c": 2},
+        ...               keep=["c"])
+        ['b', 'a']
+    """
+    keep = set(keep)
+    if spec is None or isinstance(spec, str):
+        name = "greedy" if spec is None else spec.lower()
+        if name not in HEURISTICS:
+            raise EvidenceError(
+                f"elimination_order: unknown heuristic {spec!r}; choose one of "
+                "'MinFill', 'MinWeight', 'MinNeighbors', 'WeightedMinFill', 'greedy' or a list")
+        if HEURISTICS[name] == "default":
+            return elimination_order(scopes, card, keep)
+        return greedy_order(scopes, card, keep, HEURISTICS[name])[0]
+    order = list(spec)
+    known, fixed = set(nodes), set(keep) | set(given)
+    for v in order:
+        if v in fixed:
+            raise EvidenceError(
+                f"elimination_order: {v!r} is a query or evidence variable, not one to eliminate")
+        if known and v not in known:
+            raise EvidenceError(f"elimination_order: unknown variable {v!r}")
+    if len(set(order)) != len(order):
+        raise EvidenceError("elimination_order: a variable is listed twice")
+    present = {v for scope in scopes for v in scope} - keep
+    listed = [v for v in order if v in present]
+    rest = [v for v in elimination_order(scopes, card, keep) if v not in set(listed)]
+    return listed + rest

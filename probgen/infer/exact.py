@@ -37,7 +37,7 @@ import torch
 from probgen.errors import CPDError, EvidenceError, QueryTooLargeError
 from probgen.graph.bayesnet import BayesNet
 from probgen.graph.cpd import TabularCPD
-from probgen.infer.elimination import elimination_order, greedy_order
+from probgen.infer.elimination import elimination_order, greedy_order, resolve_order
 
 __all__ = ["query", "query_batch", "map_query", "log_prob", "DEFAULT_MAX_BYTES"]
 
@@ -174,8 +174,10 @@ def _eliminate(
     max_bytes: float,
     op: str = "sum",
     card: Mapping[str, int] | None = None,
+    order: Sequence[str] | None = None,
 ) -> list[Factor]:
-    """Sum (or max) out every variable not in ``keep``; returns the remaining factors."""
+    """Sum (or max) out every variable not in ``keep`` (in ``order``, default the greedy
+    one); returns the remaining factors."""
     card = c.card if card is None else card
     bucket: dict[str, list[int]] = {}
     live: dict[int, Factor] = {}
@@ -184,7 +186,9 @@ def _eliminate(
         for v in f[1]:
             bucket.setdefault(v, []).append(i)
     next_id = len(factors)
-    for v in elimination_order([f[1] for f in factors], card, keep):
+    if order is None:
+        order = elimination_order([f[1] for f in factors], card, keep)
+    for v in order:
         ids = [i for i in bucket[v] if i in live]
         if not ids:
             continue
@@ -211,23 +215,91 @@ def _eliminate(
     return list(live.values())
 
 
+def _soft_evidence(c: _Compiled, item: Any) -> tuple[str, np.ndarray]:
+    """One virtual-evidence item -> (variable, likelihood per state in the network's order)."""
+    if hasattr(item, "variable") and hasattr(item, "parents"):  # probgen's TabularCPD
+        if item.parents:
+            raise EvidenceError(f"virtual_evidence: the CPD of {item.variable!r} has parents; "
+                                "soft evidence is a table over one variable")
+        var, states, lam = item.variable, list(item.states), item.values[:, 0]
+    elif hasattr(item, "variables") and hasattr(item, "state_names"):  # pgmpy's CPD / factor
+        if len(item.variables) != 1:
+            raise EvidenceError(f"virtual_evidence: {list(item.variables)} is over several "
+                                "variables; soft evidence is a table over one variable")
+        var = item.variables[0]
+        states, lam = list(item.state_names[var]), np.asarray(item.values, dtype=float).ravel()
+    else:
+        raise EvidenceError(f"virtual_evidence: expected TabularCPD or DiscreteFactor items, "
+                            f"got {type(item).__name__}")
+    if var not in c.card:
+        raise EvidenceError(f"virtual_evidence: unknown variable {var!r}{_known(c)}")
+    if len(lam) != c.card[var] or len(states) != c.card[var]:
+        raise EvidenceError(f"virtual_evidence: {var!r} has {c.card[var]} states, the soft "
+                            f"evidence gives {len(lam)}")
+    idx = [_state_index(c, var, st) for st in states]
+    if sorted(idx) != list(range(c.card[var])):
+        raise EvidenceError(f"virtual_evidence: the states of {var!r} {states} are not the "
+                            f"network's {c.states[var]}")
+    if not (np.isfinite(lam).all() and (lam >= 0).all() and lam.sum() > 0):
+        raise EvidenceError(f"virtual_evidence: the likelihoods of {var!r} must be finite, "
+                            ">= 0 and not all 0")
+    out = np.empty(c.card[var])
+    out[idx] = lam
+    return var, out
+
+
+def _virtual_factors(c: _Compiled, virtual_evidence: Sequence[Any] | None) -> list[Factor]:
+    """Soft evidence as one likelihood factor per variable (Mrad et al. 2012: a virtual child
+    observed in state 0, which is what pgmpy adds)."""
+    out: list[Factor] = []
+    for item in virtual_evidence or ():
+        var, lam = _soft_evidence(c, item)
+        if any(scope == (var,) for _, scope in out):
+            raise EvidenceError(f"virtual_evidence: {var!r} is given twice")
+        out.append((lam, (var,)))
+    return out
+
+
+def _prepared(
+    bn: BayesNet,
+    variables: Sequence[str],
+    evidence: Mapping[str, Hashable],
+    virtual_evidence: Sequence[Any] | None,
+    order_spec: str | Sequence[str] | None,
+) -> tuple[_Compiled, list[Factor], list[str]]:
+    """The evidence-reduced factors of the relevant nodes (soft evidence included) and the
+    order in which to eliminate the non-query variables."""
+    c = _compile(bn)
+    _check_query(c, variables, evidence)
+    ev = {v: _state_index(c, v, s) for v, s in evidence.items()}
+    soft = _virtual_factors(c, virtual_evidence)
+    relevant: set[str] = set()
+    for v in (*variables, *ev, *(scope[0] for _, scope in soft)):
+        relevant |= c.ancestors[v]
+    factors = _reduce(c, [n for n in c.nodes if n in relevant], ev)
+    factors += _reduce_soft(soft, ev)
+    keep = set(variables)
+    order = resolve_order(order_spec, [f[1] for f in factors], c.card, keep, given=ev,
+                          nodes=c.nodes)
+    return c, factors, order
+
+
+def _reduce_soft(soft: list[Factor], ev: Mapping[str, int]) -> list[Factor]:
+    return [(lam[ev[v]], ()) if v in ev else (lam, (v,)) for lam, (v,) in soft]
+
+
 def _posterior(
     bn: BayesNet,
     variables: Sequence[str],
     evidence: Mapping[str, Hashable] | None,
     max_bytes: float,
+    virtual_evidence: Sequence[Any] | None = None,
+    order_spec: str | Sequence[str] | None = None,
 ) -> tuple[_Compiled, np.ndarray]:
     """Normalised joint posterior over ``variables`` (axes in that order)."""
-    c = _compile(bn)
     evidence = dict(evidence or {})
-    _check_query(c, variables, evidence)
-    ev = {v: _state_index(c, v, s) for v, s in evidence.items()}
-    relevant: set[str] = set()
-    for v in (*variables, *ev):
-        relevant |= c.ancestors[v]
-    factors = _reduce(c, [n for n in c.nodes if n in relevant], ev)
-    keep = set(variables)
-    rest = _eliminate(c, factors, keep, max_bytes)
+    c, factors, order = _prepared(bn, variables, evidence, virtual_evidence, order_spec)
+    rest = _eliminate(c, factors, set(variables), max_bytes, order=order)
     table = _einsum(rest, list(variables)) if rest else np.ones([c.card[v] for v in variables])
     z = table.sum()
     if not z > 0:
@@ -242,10 +314,23 @@ def query(
     *,
     joint: bool = True,
     max_bytes: float = DEFAULT_MAX_BYTES,
+    elimination_order: str | Sequence[str] | None = None,
+    virtual_evidence: Sequence[Any] | None = None,
 ) -> Any:
     """Posterior over ``variables`` given ``evidence``, as a pgmpy ``DiscreteFactor``.
 
     With ``joint=False`` returns ``{variable: DiscreteFactor}`` marginals, as pgmpy does.
+
+    Args:
+        elimination_order: as pgmpy's ``VariableElimination.query``: a heuristic name
+            (``"MinFill"``, ``"MinWeight"``, ``"MinNeighbors"``, ``"WeightedMinFill"``,
+            ``"greedy"``, the default) or an explicit list of the variables to sum out (see
+            [`resolve_order`][probgen.infer.elimination.resolve_order]). Exact either way;
+            the order only changes the cost.
+        virtual_evidence: soft evidence, as pgmpy: one single-variable ``TabularCPD``
+            (probgen's or pgmpy's) or ``DiscreteFactor`` per variable whose values are the
+            likelihoods ``p(observation | state)`` (Mrad et al. 2012, "Uncertain evidence in
+            Bayesian networks").
 
     Raises:
         EvidenceError: unknown variable or state, a variable in both query and evidence,
@@ -255,7 +340,8 @@ def query(
     from pgmpy.factors.discrete import DiscreteFactor
 
     variables = list(variables) if not isinstance(variables, str) else variables
-    c, table = _posterior(bn, variables, evidence, max_bytes)
+    c, table = _posterior(bn, variables, evidence, max_bytes, virtual_evidence,
+                          elimination_order)
 
     def factor(vs: list[str], values: np.ndarray) -> Any:
         return DiscreteFactor(
@@ -277,24 +363,23 @@ def map_query(
     evidence: Mapping[str, Hashable] | None = None,
     *,
     max_bytes: float = DEFAULT_MAX_BYTES,
+    elimination_order: str | Sequence[str] | None = None,
+    virtual_evidence: Sequence[Any] | None = None,
 ) -> dict[str, Hashable]:
     """Most probable joint state of ``variables`` (default: all unobserved) given evidence.
 
-    Non-query variables are summed out first, then the query variables are maxed out
-    with a traceback (marginal MAP), so the joint table over ``variables`` is never built.
+    Non-query variables are summed out first (in ``elimination_order``), then the query
+    variables are maxed out with a traceback (marginal MAP), so the joint table over
+    ``variables`` is never built. ``elimination_order`` and ``virtual_evidence`` are as in
+    [`query`][probgen.infer.exact.query].
     """
     c = _compile(bn)
     evidence = dict(evidence or {})
     if variables is None:
         variables = [n for n in c.nodes if n not in evidence]
     variables = list(variables)
-    _check_query(c, variables, evidence)
-    ev = {v: _state_index(c, v, s) for v, s in evidence.items()}
-    relevant: set[str] = set()
-    for v in (*variables, *ev):
-        relevant |= c.ancestors[v]
-    factors = _eliminate(c, _reduce(c, [n for n in c.nodes if n in relevant], ev),
-                         set(variables), max_bytes)
+    c, factors, order = _prepared(bn, variables, evidence, virtual_evidence, elimination_order)
+    factors = _eliminate(c, factors, set(variables), max_bytes, order=order)
     # max-product over the query variables, remembering each argmax table
     order = sorted(variables, key=c.rank.__getitem__)
     traces: list[tuple[str, list[str], np.ndarray]] = []

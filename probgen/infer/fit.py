@@ -46,6 +46,7 @@ from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
 from probgen.infer.precision import Precision, compile_networks
 from probgen.infer.streaming import make_batches
+from probgen.infer.scaling import Scaling, plan_scaling, scaled_program
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
 
@@ -202,6 +203,41 @@ def _validate(objective: Objective, model: Callable, guide: Callable | None, dat
     return total / n
 
 
+def _loss_and_grads(objective: Objective, model: Callable, guide: Callable | None, batch: tuple,
+                    factor: float, trainable: list[torch.Tensor], step: int,
+                    out: Path | None,
+                    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> float:
+    """One loss evaluation; the gradients of ``factor * loss`` land in ``.grad`` (zeroed by the
+    caller). Objectives with ``differentiable = False`` back-propagate themselves."""
+    if getattr(objective, "differentiable", True) is False:
+        value = float(objective.loss_and_grads(model, guide, *batch))  # type: ignore[attr-defined]
+        _check_finite(value, step, out)
+        if factor != 1.0:
+            for p in trainable:
+                if p.grad is not None:
+                    p.grad.mul_(factor)
+        return value
+    loss = objective.loss(model, guide, *batch)
+    value = loss.item()
+    _check_finite(value, step, out)
+    backward(loss if factor == 1.0 else loss * factor)  # under fp16 autocast: scaled
+    return value
+
+
+def _check_finite(value: float, step: int, out: Path | None) -> None:
+    if not math.isfinite(value):
+        kept = runs.latest_checkpoint(out) if out is not None else None
+        raise NonFiniteLossError(
+            f"loss is {value} at step {step}; last good checkpoint: {kept or 'none'} "
+            "(lower lr, add grad_clip, or check the data)")
+
+
+def _grad_factor(scaling: Scaling, reduction: str, n: int) -> float:
+    """What the loss is multiplied by before ``backward``: the minibatch scaling of the
+    ``"loss"`` mode, and ``1 / N`` for ``reduction="mean"``."""
+    return scaling.loss_factor / (n if reduction == "mean" else 1)
+
+
 def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ProbgenError(f"{name} must be a positive integer, got {value!r}")
@@ -236,6 +272,7 @@ def fit(
     tensorboard: bool = False,
     precision: str = "fp32",
     compile: bool = False,  # noqa: A002 - the setting's name
+    reduction: str = "sum",
 ) -> FitResult:
     """Train ``model``/``guide`` on ``data`` by minimising ``objective``.
 
@@ -270,8 +307,19 @@ def fit(
 
     Under ``torchrun`` the run is data parallel over the processes, ``batch_size`` being
     the global batch (see [`probgen.infer.distributed`][probgen.infer.distributed]).
+        reduction: ``"sum"`` (default, as Pyro's ``SVI``): the gradient is that of the
+            estimated loss of the whole data set; ``"mean"``: of that loss divided by the
+            number of examples ``N`` (a mean NLL, the step size plain SGD expects).
 
-    The logged ``loss`` is per example: the objective's batch sum over ``batch_size``.
+    Minibatch scaling: with ``batch_size = B < N`` the loss is an unbiased estimate of the
+    loss on all ``N`` examples: sites in the data plate (the ``pyro.plate`` of size ``B``)
+    count ``N / B`` times, global sites (shared latents, ``pyro.factor`` priors) once, as
+    with ``pyro.plate("data", N, subsample_size=B)``. A program that subsamples itself
+    (``subsample=`` / ``subsample_size=`` on its plate) is left as it is. See
+    [`probgen.infer.scaling`][probgen.infer.scaling].
+
+    The logged ``loss`` is per example: that full-data estimate over ``N`` (for full
+    batches, the batch sum over ``batch_size``), whatever ``reduction``.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the last checkpoint is kept).
@@ -303,6 +351,8 @@ def fit(
         val_every = _check_positive_int(val_every or log_every, "val_every")
     if checkpoint_every is not None:
         checkpoint_every = _check_positive_int(checkpoint_every, "checkpoint_every")
+    if reduction not in ("sum", "mean"):
+        raise ProbgenError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ProbgenError(f"lr must be a positive number, got {lr!r}")
     device = torch.device(device)
@@ -321,6 +371,7 @@ def fit(
         "world_size": distributed.world_size(), "log_every": log_every,
         "checkpoint_every": checkpoint_every,
         "val_every": val_every, "patience": patience, "grad_clip": grad_clip,
+        "reduction": reduction,
         "data": {"n": n,
                  "shapes": [list(t.shape[1:]) for t in data] if isinstance(data, tuple) else None},
         "versions": {"torch": torch.__version__, "pyro": pyro.__version__},
@@ -334,10 +385,12 @@ def fit(
             ckpt = runs.load_checkpoint(out)
             old = runs.read_json(out / "config.json")
             old = old.get("fit", old) if isinstance(old, dict) else {}
-            for key in ("objective", "batch_size", "lr", "seed", "optimizer", "data"):
-                if old.get(key) != config[key]:
+            for key in ("objective", "batch_size", "lr", "seed", "optimizer", "data",
+                        "reduction"):
+                saved = old.get(key, "sum" if key == "reduction" else None)
+                if saved != config[key]:
                     raise ProbgenError(f"resume: {key} differs from the saved run "
-                                       f"({old.get(key)!r} vs {config[key]!r})")
+                                       f"({saved!r} vs {config[key]!r})")
         if distributed.is_main():  # [dist]
             runs.atomic_write_json(out / "config.json",
                                    config if run_config is None else {**run_config, "fit": config})
@@ -359,6 +412,9 @@ def fit(
     sampler = make_batches(data, batch_size, seed, device)  # [stream] DataLoader for big data
     first = take(data, sampler.order[:batch_size], device)
     pyro_params = _discover(objective, model, guide, first, modules)
+    scaling = plan_scaling(model, guide, first, n)
+    train_model, train_guide = scaled_program(model, scaling), scaled_program(guide, scaling)
+    factor = _grad_factor(scaling, reduction, n)
     params = _Params(modules, pyro_params, list(getattr(objective, "parameters", list)()))
     opt = _make_optimizer(optimizer, params.trainable, lr)
     own_opts = dict(getattr(objective, "optimizers", dict)() or {})
@@ -415,21 +471,15 @@ def fit(
         for step in range(start + 1, steps + 1):
             batch = sampler.next()
             if lr_schedule is not None:
-                factor = float(lr_schedule(step))
+                lr_factor = float(lr_schedule(step))
                 for o, lrs in zip((opt, *own_opts.values()), base_lrs):
                     for g, base_lr in zip(o.param_groups, lrs):
-                        g["lr"] = base_lr * factor
+                        g["lr"] = base_lr * lr_factor
             if before is not None:
-                logs = before(model, guide, *batch)
-            loss = objective.loss(model, guide, *batch)
-            value = loss.item()
-            if not math.isfinite(value):
-                kept = runs.latest_checkpoint(out) if out is not None else None
-                raise NonFiniteLossError(
-                    f"loss is {value} at step {step}; last good checkpoint: {kept or 'none'} "
-                    "(lower lr, add grad_clip, or check the data)")
+                logs = before(train_model, train_guide, *batch)
             opt.zero_grad(set_to_none=True)
-            amp.backward(loss)  # [amp] loss.backward(), scaled under fp16
+            value = _loss_and_grads(objective, train_model, train_guide, batch, factor,
+                                    params.trainable, step, out, amp.backward)
             distributed.sync_gradients(params.trainable)  # [dist] the global batch's gradient
             amp.unscale(opt)  # [amp]
             if grad_clip is not None:
@@ -444,7 +494,7 @@ def fit(
                                    "step; create every parameter on every call")
             validate = val_data is not None and step % val_every == 0
             if step % log_every == 0 or step == steps or validate:
-                row = {"step": step, "loss": acc / (cnt * batch_size),
+                row = {"step": step, "loss": acc * scaling.loss_factor / (cnt * n),
                        "time": time.perf_counter() - t0, **logs}
                 acc, cnt = 0.0, 0
                 if validate:

@@ -23,6 +23,13 @@ empty defaults):
 ``before_step(model, guide, *batch) -> dict[str, float]``
     called by the engine before each main step; an adversarial objective updates its
     discriminator here. Returned numbers are logged.
+``differentiable: bool`` and ``loss_and_grads(model, guide, *batch) -> float``
+    an objective with ``differentiable = False`` back-propagates itself: the engine calls
+    ``loss_and_grads`` (gradients into ``.grad``, the loss returned) instead of
+    ``loss(...).backward()``; Pyro's ``TraceGraph_ELBO`` and ``RenyiELBO`` work this way.
+
+The engine multiplies the gradients for minibatch scaling and ``reduction="mean"`` (see
+[`probgen.infer.scaling`][probgen.infer.scaling]).
 
 Pyro ``ELBO`` objects are wrapped by [`PyroELBO`][probgen.infer.objectives.PyroELBO]. Strings
 accepted by [`resolve_objective`][probgen.infer.objectives.resolve_objective]: ``"elbo"``,
@@ -57,6 +64,7 @@ from torch.distributions import kl_divergence
 from probgen.errors import ProbgenError
 from probgen.infer.sites import (
     SiteRecorder,
+    apply_mask,
     check_batch,
     find_data_plate,
     per_example_log_weights,
@@ -136,7 +144,8 @@ class ELBO(Objective):
 
     name = "elbo"
 
-    def __init__(self, num_particles: int = 1, beta: float = 1.0, analytic_kl: bool = False):
+    def __init__(self, num_particles: int = 1, beta: float = 1.0, analytic_kl: bool = False,
+                 max_plate_nesting: int | None = None):
         if int(num_particles) != num_particles or num_particles < 1:
             raise ProbgenError(f"num_particles must be a positive integer, got {num_particles!r}")
         if not math.isfinite(beta) or beta < 0:
@@ -144,6 +153,7 @@ class ELBO(Objective):
         self.num_particles = int(num_particles)
         self.beta = float(beta)
         self.analytic_kl = bool(analytic_kl)
+        self.max_plate_nesting = _check_nesting(max_plate_nesting)
         self._delegate: pyro.infer.ELBO | None = None
 
     def config(self) -> dict[str, Any]:
@@ -152,6 +162,8 @@ class ELBO(Objective):
             "num_particles": self.num_particles,
             "beta": self.beta,
             "analytic_kl": self.analytic_kl,
+            **({} if self.max_plate_nesting is None
+               else {"max_plate_nesting": self.max_plate_nesting}),
         }
 
     def loss(self, model: Callable, guide: Callable | None, *batch: torch.Tensor) -> torch.Tensor:
@@ -175,27 +187,7 @@ class ELBO(Objective):
         return total
 
     def _particle(self, g: SiteRecorder, m: SiteRecorder) -> torch.Tensor:
-        if not self.analytic_kl:
-            kl = g.latent_log_prob - m.latent_log_prob
-        else:
-            kl = 0.0
-            sampled_p: Any = 0.0
-            for name in m.latent_names:
-                p_fn, p_scale, p_mask, _ = m.fns[name]
-                entry = g.fns.get(name)
-                term = None
-                if entry is not None:
-                    try:
-                        term = kl_divergence(entry[0], p_fn)
-                    except NotImplementedError:
-                        term = None
-                if term is None:
-                    sampled_p = sampled_p + _scaled(p_fn.log_prob(m.values[name]), p_scale, p_mask)
-                    if entry is not None:
-                        kl = kl + _scaled(entry[0].log_prob(g.values[name]), entry[1], entry[2])
-                else:
-                    kl = kl + _scaled(term, p_scale, p_mask)
-            kl = kl - sampled_p
+        kl = g.latent_log_prob - m.latent_log_prob if not self.analytic_kl else _mean_field_kl(g, m)
         if self.beta == 1.0:
             return kl - m.observed_log_prob
         return self.beta * kl - m.observed_log_prob
@@ -210,7 +202,9 @@ class ELBO(Objective):
                 "needs reparameterised guides (use PyroELBO(TraceGraph_ELBO()))"
             )
         if g.enumerated or m.enumerated:
-            nesting = max(g.plate_nesting, m.plate_nesting)
+            nesting = self.max_plate_nesting
+            if nesting is None:  # every plate of the model and guide, observed sites too
+                nesting = max(g.plate_nesting, m.plate_nesting)
             self._delegate = pyro.infer.TraceEnum_ELBO(
                 max_plate_nesting=nesting, num_particles=self.num_particles)
         elif self.analytic_kl:
@@ -226,10 +220,42 @@ class ELBO(Objective):
         return torch.tensor(self._delegate.loss(model, guide, *batch))  # e.g. validation
 
 
+def _mean_field_kl(g: SiteRecorder, m: SiteRecorder) -> Any:
+    """``KL(q || p)`` of the latents as Pyro's ``TraceMeanField_ELBO`` computes it: analytic
+    per site where registered (scaled and masked as the guide site), else ``log q - log p``
+    at the sample; the guide's auxiliary sites (an AutoGuide's joint latent) add ``log q``."""
+    kl: Any = 0.0
+    sampled_p: Any = 0.0
+    for name in m.latent_names:
+        p_fn, p_scale, p_mask, _ = m.fns[name]
+        entry = g.fns.get(name)
+        term = None
+        if entry is not None:
+            try:
+                term = kl_divergence(entry[0], p_fn)
+            except NotImplementedError:
+                term = None
+        if term is None:
+            sampled_p = sampled_p + _scaled(p_fn.log_prob(m.values[name]), p_scale, p_mask)
+            if entry is not None:
+                kl = kl + _scaled(entry[0].log_prob(g.values[name]), entry[1], entry[2])
+        else:
+            kl = kl + _scaled(term, entry[1], entry[2])  # type: ignore[index]
+    for name in g.latent_names:
+        if name not in m.fns:  # auxiliary: in the guide only
+            q_fn, q_scale, q_mask, _ = g.fns[name]
+            kl = kl + _scaled(q_fn.log_prob(g.values[name]), q_scale, q_mask)
+    return kl - sampled_p
+
+
+def _check_nesting(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < 0):
+        raise ProbgenError(f"max_plate_nesting must be an integer >= 0, got {value!r}")
+    return None if value is None else int(value)
+
+
 def _scaled(lp: torch.Tensor, scale: Any, mask: Any) -> torch.Tensor:
-    if mask is not None:
-        lp = torch.where(mask, lp, lp.new_zeros(()))
-    return (lp * scale).sum()
+    return (apply_mask(lp, mask) * scale).sum()
 
 
 class BetaELBO(ELBO):
@@ -297,19 +323,41 @@ class Likelihood(Objective):
 
     name = "likelihood"
 
+    def __init__(self, max_plate_nesting: int | None = None):
+        self.max_plate_nesting = _check_nesting(max_plate_nesting)
+        # per model: its TraceEnum_ELBO once the first call found enumerated latents, or None
+        # for a fully observed model; later calls skip the look at the model's sites
+        self._enum: dict[int, tuple[Callable, pyro.infer.TraceEnum_ELBO | None]] = {}
+
     def loss(self, model: Callable, guide: Callable | None, *batch: torch.Tensor) -> torch.Tensor:
         if guide is not None:
             raise ProbgenError("guide: the exact likelihood takes no guide (pass guide=None)")
         check_batch(batch)
+        cached = self._enum.get(id(model))
+        if cached is not None and cached[0] is model and cached[1] is not None:
+            return self._enumerated(cached[1], model, batch)
         m = run_model(model, batch, {}, None, False)
         if m.latent_names and set(m.latent_names) == set(m.enumerated):
             # discrete latents marked for enumeration are summed out exactly
-            elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=max(m.plate_nesting, 1))
-            if not torch.is_grad_enabled():  # e.g. the engine's parameter discovery
-                return torch.tensor(elbo.loss(model, _empty_guide, *batch))
-            return elbo.differentiable_loss(model, _empty_guide, *batch)
+            nesting = self.max_plate_nesting
+            if nesting is None:  # every plate of the model, observed sites too
+                nesting = max(m.plate_nesting, 1)
+            elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=nesting)
+            self._enum[id(model)] = (model, elbo)
+            return self._enumerated(elbo, model, batch)
         require_observed(m)
         return -m.observed_log_prob
+
+    @staticmethod
+    def _enumerated(elbo: pyro.infer.TraceEnum_ELBO, model: Callable,
+                    batch: tuple) -> torch.Tensor:
+        if not torch.is_grad_enabled():  # e.g. the engine's parameter discovery
+            return torch.tensor(elbo.loss(model, _empty_guide, *batch))
+        return elbo.differentiable_loss(model, _empty_guide, *batch)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **({} if self.max_plate_nesting is None
+                                      else {"max_plate_nesting": self.max_plate_nesting})}
 
 
 def _empty_guide(*args: Any, **kwargs: Any) -> None:
@@ -317,11 +365,23 @@ def _empty_guide(*args: Any, **kwargs: Any) -> None:
 
 
 class PyroELBO(Objective):
-    """Wraps any Pyro ``ELBO`` (``TraceGraph_ELBO``, ``RenyiELBO``, ...) as an objective.
+    """Wraps any Pyro ``ELBO`` as an objective, with the gradients Pyro's ``SVI`` takes.
+
+    ``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO`` and ``TraceTMC_ELBO`` have a
+    ``differentiable_loss`` with ``SVI``'s gradients: ``loss`` returns it. ``TraceGraph_ELBO``
+    and ``RenyiELBO`` only back-propagate themselves (``loss_and_grads``, a surrogate loss with
+    score-function terms and baselines), and so do the ``JitTrace*`` variants here: for them
+    ``differentiable`` is ``False`` and the engine calls
+    [`loss_and_grads`][probgen.infer.objectives.PyroELBO.loss_and_grads] instead of
+    ``loss(...).backward()``, exactly what ``SVI.step`` does. Without gradients (parameter
+    discovery, validation) every ELBO's plain ``loss`` is used. ``guide=None`` stands for an
+    empty guide (a model whose latents are all enumerated).
 
     Examples:
         >>> PyroELBO(pyro.infer.Trace_ELBO()).config()["name"]
         'pyro:Trace_ELBO'
+        >>> PyroELBO(pyro.infer.RenyiELBO()).differentiable
+        False
     """
 
     def __init__(self, elbo: pyro.infer.ELBO):
@@ -329,11 +389,29 @@ class PyroELBO(Objective):
             raise ProbgenError(f"elbo must be a pyro.infer.ELBO, got {type(elbo).__name__}")
         self.elbo = elbo
         self.name = f"pyro:{type(elbo).__name__}"
+        jit = (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceGraph_ELBO,
+               pyro.infer.JitTraceEnum_ELBO, pyro.infer.JitTraceMeanField_ELBO)
+        # JitTrace_ELBO.differentiable_loss differentiates loss + surrogate (twice the
+        # gradient of its loss_and_grads on reparameterised sites): the JIT variants go
+        # through loss_and_grads, as in SVI
+        self.differentiable = (callable(getattr(elbo, "differentiable_loss", None))
+                               and not isinstance(elbo, jit))
 
     def loss(self, model: Callable, guide: Callable | None, *batch: torch.Tensor) -> torch.Tensor:
-        if guide is None:
-            raise ProbgenError("guide: a Pyro ELBO needs a guide")
+        guide = _empty_guide if guide is None else guide
+        if not torch.is_grad_enabled():
+            return torch.as_tensor(float(self.elbo.loss(model, guide, *batch)))
+        if not self.differentiable:
+            raise ProbgenError(
+                f"objective: {type(self.elbo).__name__} has no differentiable_loss; call "
+                "loss_and_grads (as fit does) or loss under torch.no_grad()")
         return self.elbo.differentiable_loss(model, guide, *batch)
+
+    def loss_and_grads(self, model: Callable, guide: Callable | None,
+                       *batch: torch.Tensor) -> float:
+        """Back-propagate the ELBO's surrogate loss into ``.grad``; return the loss."""
+        return float(self.elbo.loss_and_grads(model, _empty_guide if guide is None else guide,
+                                              *batch))
 
 
 _NAMED: dict[str, Callable[[], Objective]] = {

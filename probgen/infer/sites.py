@@ -29,7 +29,22 @@ from pyro.poutine.subsample_messenger import _Subsample
 from probgen.errors import ProbgenError
 
 __all__ = ["SiteRecorder", "per_example_log_weights", "run_guide", "run_model",
-           "find_data_plate", "check_batch", "require_observed"]
+           "find_data_plate", "check_batch", "require_observed", "apply_mask"]
+
+
+def apply_mask(lp: torch.Tensor, mask: Any) -> torch.Tensor:
+    """``lp`` where ``mask`` holds, 0 elsewhere; ``mask`` is ``None``, a Python bool (as
+    ``poutine.mask(mask=True)`` leaves it) or a bool tensor, as in Pyro's ``scale_and_mask``.
+
+    Examples:
+        >>> apply_mask(torch.ones(2), False)
+        tensor([0., 0.])
+    """
+    if mask is None or mask is True:
+        return lp
+    if mask is False:
+        return torch.zeros_like(lp)
+    return torch.where(mask, lp, lp.new_zeros(()))
 
 
 class SiteRecorder(Messenger):
@@ -64,7 +79,7 @@ class SiteRecorder(Messenger):
         self.latent_names: list[str] = []
         self.not_reparameterized: list[str] = []
         self.enumerated: list[str] = []  # latent sites marked infer={"enumerate": ...}
-        self.plate_nesting = 0
+        self.plate_nesting = 0  # deepest plate dim of any site, latent or observed
 
     def _pyro_sample(self, msg: dict) -> None:
         if self.replay is not None and not msg["is_observed"]:
@@ -87,19 +102,19 @@ class SiteRecorder(Messenger):
                 self.not_reparameterized.append(name)
             if msg["infer"].get("enumerate"):
                 self.enumerated.append(name)
-            for f in msg["cond_indep_stack"]:
-                if f.dim is not None and -f.dim > self.plate_nesting:
-                    self.plate_nesting = -f.dim
+        for f in msg["cond_indep_stack"]:
+            if f.dim is not None and -f.dim > self.plate_nesting:
+                self.plate_nesting = -f.dim
         if self.keep_fns:
             self.fns[name] = (fn, msg["scale"], msg["mask"], msg["cond_indep_stack"])
-        if (type(fn) is Independent and self.per_example is None and msg["mask"] is None
+        mask = msg["mask"]
+        if (type(fn) is Independent and self.per_example is None and mask is None
                 and isinstance(msg["scale"], float)):  # all summed below: skip the event sum
             lp = fn.base_dist.log_prob(msg["value"])
         else:
             lp = fn.log_prob(msg["value"])
-        mask = msg["mask"]
         if mask is not None:
-            lp = torch.where(mask, lp, lp.new_zeros(()))
+            lp = apply_mask(lp, mask)
         scale = msg["scale"]
         if not (isinstance(scale, float) and scale == 1.0):
             lp = lp * scale

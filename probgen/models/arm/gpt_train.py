@@ -221,12 +221,12 @@ def _fit(config: GPTTrainConfig, splits: DataSplits, ctx: TrainContext) -> GPTRu
         tok.save(ctx.out / "tokenizer.json")
     lm = _LanguageModel(gpt)
     run = GPTRun(gpt, tok, config, splits, ctx.out)
-    tokens = config.batch_size * block  # the engine sums the loss over every token
     ctx.fit(lm.model, None, TokenWindows(train_ids, block), objective="likelihood",
             steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
             optimizer=_optimizer(config.weight_decay, config.lr),
             lr_schedule=_schedule(config.warmup, config.decay_steps or config.steps),
-            grad_clip=config.grad_clip * tokens, val_data=disjoint_windows(val_ids, block),
+            reduction="mean", grad_clip=config.grad_clip * block,  # per token: / block
+            val_data=disjoint_windows(val_ids, block),
             val_every=config.val_every, patience=config.patience, log_every=config.val_every)
     gpt.eval()
     return run
