@@ -268,10 +268,10 @@ def _fit(config: VAEConfig, splits: DataSplits, ctx: TrainContext) -> VAERun:
             sample_fn=vae.sample_images, optimizer=_adamw(config.weight_decay, config.lr))
     kl = latent_kl(vae, splits.val)
     if kl < COLLAPSE_NATS:
+        hint = ("learn the scale (--set scale=none) or lower it, or lower beta"
+                if config.likelihood in ("mse", "l1") else "train longer or lower beta")
         message = (f"posterior collapse: KL(q(z|x) || p(z)) is {kl:.3g} nats on the validation "
-                   f"split, so the decoder ignores z (likelihood={config.likelihood}, "
-                   f"scale={config.scale}); learn the scale (--set scale=none), lower it or "
-                   "lower beta")
+                   f"split, so the decoder ignores z (likelihood={config.likelihood}); {hint}")
         warnings.warn(message, stacklevel=2)
         ctx.say("warning: " + message)
     return VAERun(vae, config, splits, ctx.out)
