@@ -10,6 +10,8 @@
     probgen eval RUN                                    # recompute the test figures
     probgen report RUN [RUN ...] --out report           # one Markdown page comparing runs
     probgen generate RUN --prompt "..."                 # continue a prompt with a GPT run
+    probgen finetune RUN --data ex.jsonl --out runs/ft  # instruction-tune a GPT run (Alpaca)
+    probgen respond RUN --instruction "..." [--input ...]  # a fine-tuned GPT's answer
     probgen graph list | show NAME|PATH|RUN             # shipped networks; draw one
     probgen query NAME VAR [VAR ...] --evidence VAR=STATE ...
 
@@ -148,7 +150,54 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     print(generate_text(args.run, args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                        repetition_penalty=args.repetition_penalty, seed=args.seed))
+                        repetition_penalty=args.repetition_penalty, stop=args.stop,
+                        seed=args.seed, use_cache=not args.no_cache))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from probgen.models.arm.finetune import FinetuneConfig, finetune_run
+    from probgen.models.config import describe_config
+
+    if args.show_config:
+        print("finetune settings:")
+        print(describe_config(FinetuneConfig))
+        return
+    if not args.data:
+        from probgen.errors import ProbgenError
+
+        raise ProbgenError("data: give the instructions file (--data FILE.jsonl)")
+    sets = list(args.set or [])
+    for flag in ("steps", "seed", "threads", "device"):
+        value = getattr(args, flag)
+        if value is not None:
+            sets.append(f"{flag}={value}")
+    out = Path(args.out) if args.out else _default_out("finetune")
+    run = finetune_run(args.run, args.data, out, config=args.config, sets=sets,
+                       progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
+                       tensorboard=args.tensorboard)
+    _print_metrics(run.metrics)
+    print(f"run folder: {out}")
+
+
+def cmd_respond(args: argparse.Namespace) -> None:
+    from probgen.errors import ProbgenError
+    from probgen.models.arm.gpt_train import GPTRun
+    from probgen.models.arm.instruct import respond
+    from probgen.models.family import load_run
+
+    run = load_run(args.run)
+    if not isinstance(run, GPTRun):
+        raise ProbgenError(f"run: {args.run!r} is a {run.family} run, not a GPT run")
+    gen = None
+    if args.seed is not None:
+        import torch
+
+        gen = torch.Generator(device=run.model.transformer.wte.weight.device)
+        gen.manual_seed(args.seed)
+    print(respond(run.model, run.tokenizer, args.instruction, args.input,
+                  max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                  top_k=args.top_k, top_p=args.top_p, generator=gen,
+                  repetition_penalty=args.repetition_penalty, use_cache=not args.no_cache))
 
 
 def cmd_graph(args: argparse.Namespace) -> None:
@@ -200,6 +249,20 @@ _TRAIN_EPILOG = """examples:
   probgen train vae --data digits --out runs/vae2 --nproc 2   # 2 processes (torchrun)
   torchrun --standalone --nproc_per_node 2 -m probgen train vae --data digits --out runs/vae2
 """
+
+
+def _sampling_flags(p: argparse.ArgumentParser, temperature: float,
+                    max_new_tokens: int) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=temperature,
+                   help=f"0: greedy (default {temperature})")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 makes tokens already in the text less likely (CTRL)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute every position each step (same tokens, slower)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sampling")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,16 +337,54 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report", help="folder for report.md and thumbnails")
     r.set_defaults(func=cmd_report)
 
-    g = sub.add_parser("generate", help="continue a prompt with a GPT run")
+    g = sub.add_parser("generate", help="continue a prompt with a GPT run",
+                       description="Continue a prompt with a GPT run (trained or fine-tuned).")
     g.add_argument("run", help="a GPT run folder")
     g.add_argument("--prompt", required=True)
-    g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=None)
+    _sampling_flags(g, temperature=0.8, max_new_tokens=200)
+    g.add_argument("--stop", default=None, help="a token that ends generation, e.g. "
+                                                "'<|endoftext|>'")
     g.set_defaults(func=cmd_generate)
+
+    ft = sub.add_parser(
+        "finetune", help="instruction-tune a GPT run on a JSONL file (Alpaca template)",
+        description="Fine-tune a GPT run folder on instruction examples (JSON Lines or a JSON "
+                    "list with instruction, optional input, output) formatted with the Alpaca "
+                    "template, and write a new GPT run folder. --set loss=sequence trains on "
+                    "the whole sequence instead of the response only (--show-config).",
+        epilog="examples:\n  probgen train gpt --set block_size=320 --out runs/base\n"
+               "  probgen finetune runs/base --data instructions.jsonl --out runs/ft\n"
+               "  probgen respond runs/ft --instruction 'Reverse the word.' --input frog",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ft.add_argument("run", help="the GPT run folder to start from")
+    ft.add_argument("--data", default=None, help="instructions: FILE.jsonl or FILE.json")
+    ft.add_argument("--out", default=None, help="run folder (default: runs/finetune[-N])")
+    ft.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override settings")
+    ft.add_argument("--config", default=None, help="a YAML/JSON file of settings")
+    ft.add_argument("--show-config", action="store_true",
+                    help="print every setting with its default and help, then exit")
+    ft.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
+    ft.add_argument("--seed", type=int, default=None, help="seed (--set seed=N)")
+    ft.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ft.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (--set device=D)")
+    guard = ft.add_mutually_exclusive_group()
+    guard.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+    guard.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    ft.add_argument("--tensorboard", action="store_true",
+                    help="log to TensorBoard event files in RUN/tensorboard")
+    ft.add_argument("--quiet", action="store_true", help="no progress output")
+    ft.set_defaults(func=cmd_finetune)
+
+    rs = sub.add_parser("respond", help="a fine-tuned GPT's response to an instruction",
+                        description="Format an instruction (and optional input) with the "
+                                    "Alpaca template and print the model's response (up to "
+                                    "its end-of-text token).")
+    rs.add_argument("run", help="a GPT run folder (probgen finetune)")
+    rs.add_argument("--instruction", required=True)
+    rs.add_argument("--input", default="", help="the optional input of the instruction")
+    _sampling_flags(rs, temperature=0.0, max_new_tokens=100)
+    rs.set_defaults(func=cmd_respond)
 
     gr = sub.add_parser("graph", help="list or draw graphs",
                         description="List the shipped graphs and pgmpy's networks, or draw "

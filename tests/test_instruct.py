@@ -46,10 +46,13 @@ def test_labels_mask_the_prompt_and_keep_eos(tok):
     assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert labels[n_prompt:] == ids[n_prompt:]
     assert ids[-1] == tok.eos_id and tok.decode(ids[n_prompt:-1]) == "gorf"
-    short_ids, short_labels = encode_example(tok, ex, max_length=n_prompt + 2)
+    short_ids, short_labels = encode_example(tok, ex, block_size=n_prompt + 1)
     assert short_ids == ids[: n_prompt + 2] and short_labels == labels[: n_prompt + 2]
-    with pytest.raises(ValueError, match="max_length"):
-        encode_example(tok, ex, max_length=n_prompt)
+    # a context of exactly the prompt still reads it whole and predicts the first response token
+    assert encode_example(tok, ex, block_size=n_prompt)[0] == ids[: n_prompt + 1]
+    with pytest.raises(ValueError, match=rf"block_size: the prompt alone has {n_prompt} tokens, "
+                                         rf"more than the model's block_size={n_prompt - 1}"):
+        encode_example(tok, ex, block_size=n_prompt - 1)
 
 
 def test_collate_pads_inputs_and_ignores_padded_targets(tok):

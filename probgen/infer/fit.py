@@ -45,8 +45,8 @@ from probgen.infer import distributed, runs
 from probgen.infer.batches import BatchSampler, as_tensors, num_examples, take
 from probgen.infer.objectives import Likelihood, Objective, resolve_objective
 from probgen.infer.precision import Precision, compile_networks
-from probgen.infer.streaming import make_batches
 from probgen.infer.scaling import Scaling, plan_scaling, scaled_program
+from probgen.infer.streaming import make_batches
 
 __all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
 

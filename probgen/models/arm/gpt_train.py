@@ -62,6 +62,7 @@ class GPTTrainConfig(RunConfig):
     n_head: int = option(4, "attention heads")
     n_embd: int = option(128, "embedding width")
     dropout: float = option(0.1, "dropout")
+    bias: bool = option(True, "biases in the linear and LayerNorm layers (GPT-2: true)")
     weight_decay: float = option(0.1, "AdamW weight decay of the weight matrices")
     warmup: int = option(100, "steps of linear learning-rate warm-up")
     decay_steps: int | None = option(None, "step where the cosine decay ends at lr / 10 "
@@ -118,7 +119,7 @@ class GPTRun(Run):
                 continue
             if len(ids) == 1:
                 return ids[0]
-        return self.tokenizer.eos_id()
+        return self.tokenizer.eos_id
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> Tensor:
@@ -215,7 +216,7 @@ def _fit(config: GPTTrainConfig, splits: DataSplits, ctx: TrainContext) -> GPTRu
                            f"{len(train_ids)} tokens, validation {len(val_ids)}); lower it")
     torch.manual_seed(config.seed)
     gpt = GPT(GPTConfig(tok.vocab_size, block, config.n_layer, config.n_head, config.n_embd,
-                        config.dropout))
+                        config.dropout, config.bias))
     if ctx.out is not None:
         ctx.out.mkdir(parents=True, exist_ok=True)
         tok.save(ctx.out / "tokenizer.json")
@@ -238,7 +239,7 @@ def _load(run_dir: Path, config: GPTTrainConfig, data: dict[str, Any]) -> GPTRun
     d = runs.require_files(run_dir, ("weights.safetensors", "tokenizer.json"), "GPT")
     tok = load_tokenizer(d / "tokenizer.json")
     gpt = GPT(GPTConfig(tok.vocab_size, config.block_size, config.n_layer, config.n_head,
-                        config.n_embd, config.dropout))
+                        config.n_embd, config.dropout, config.bias))
     weights = runs.load_tensors(d / "weights.safetensors")
     state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
     missing, unexpected = _LanguageModel(gpt).load_state_dict(state, strict=False)

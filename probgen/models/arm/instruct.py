@@ -86,22 +86,25 @@ def format_prompt(example: InstructExample) -> str:
 
 
 def encode_example(
-    tokenizer: Tokenizer, example: InstructExample, max_length: int | None = None
+    tokenizer: Tokenizer, example: InstructExample, block_size: int | None = None
 ) -> tuple[list[int], list[int]]:
     """Token ids of prompt + output + EOS, and labels with the prompt set to IGNORE_INDEX.
 
-    Sequences longer than ``max_length`` are cut at the end (the EOS may then be lost).
+    A model of context ``block_size`` reads at most ``block_size`` of these ids as input (the
+    last one is only a target), so longer sequences are cut to ``block_size + 1`` ids (the EOS
+    may then be lost); a prompt longer than ``block_size`` leaves no response target at all
+    and is an error.
     """
     prompt = tokenizer.encode(format_prompt(example))
     response = tokenizer.encode(example.output) + [tokenizer.eos_id]
     ids = prompt + response
     labels = [IGNORE_INDEX] * len(prompt) + response
-    if max_length is not None:
-        if len(prompt) >= max_length:
+    if block_size is not None:
+        if len(prompt) > block_size:
             raise ValueError(
-                f"max_length: the prompt alone has {len(prompt)} tokens (max {max_length})"
-            )
-        ids, labels = ids[:max_length], labels[:max_length]
+                f"block_size: the prompt alone has {len(prompt)} tokens, more than the "
+                f"model's block_size={block_size}")
+        ids, labels = ids[:block_size + 1], labels[:block_size + 1]
     return ids, labels
 
 
@@ -156,7 +159,7 @@ def finetune(
         raise ValueError(f"steps: steps and batch_size must be >= 1, got {steps}, {batch_size}")
     device = model.transformer.wte.weight.device
     pad = tokenizer.eos_id if pad_id is None else pad_id
-    encoded = [encode_example(tokenizer, ex, model.config.block_size + 1) for ex in examples]
+    encoded = [encode_example(tokenizer, ex, model.config.block_size) for ex in examples]
     rng = random.Random(seed)
     order: list[int] = []
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -190,16 +193,28 @@ def respond(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = True,
 ) -> str:
-    """The model's response to an instruction: generation stops at EOS, which is removed."""
-    prompt = tokenizer.encode(format_prompt(InstructExample(instruction, input)))
-    if len(prompt) >= model.config.block_size:
-        raise ValueError(f"instruction: the prompt has {len(prompt)} tokens, the model reads "
-                         f"at most {model.config.block_size}")
+    """The model's response to an instruction: generation stops at EOS, which is removed.
+
+    Every sampling control of [`GPT.generate`][probgen.models.arm.gpt.GPT.generate] applies
+    (``temperature=0`` is greedy). The response ends where the context does: at most
+    ``block_size`` minus the prompt's length new tokens, since the model never read the
+    instruction from further back than its window in training.
+    """
+    try:
+        prompt = tokenizer.encode(format_prompt(InstructExample(instruction, input)))
+    except ValueError as exc:
+        raise ValueError(f"instruction: {exc}") from None
+    block = model.config.block_size
+    if len(prompt) >= block:
+        raise ValueError(f"instruction: the prompt has {len(prompt)} tokens; the model's "
+                         f"block_size={block} leaves no room for a response")
     device = model.transformer.wte.weight.device
     idx = torch.tensor([prompt], dtype=torch.long, device=device)
-    out = model.generate(idx, max_new_tokens, temperature, top_k, top_p,
-                         stop_tokens=[tokenizer.eos_id], generator=generator)
+    out = model.generate(idx, min(max_new_tokens, block - len(prompt)), temperature, top_k,
+                         top_p, use_cache, repetition_penalty, [tokenizer.eos_id], generator)
     new = out[0, len(prompt):].tolist()
     if tokenizer.eos_id in new:
         new = new[: new.index(tokenizer.eos_id)]

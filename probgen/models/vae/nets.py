@@ -8,8 +8,16 @@ An encoder maps data ``x`` (and optionally a label ``y``) to the guide's
 - ``bernoulli``: binary data, Bernoulli(logits) (BCE);
 - ``bce``: values in [0, 1], Bernoulli(logits) without support check (BCE, soft targets);
 - ``gaussian``: Normal(mean, learned per-pixel scale);
-- ``mse``: Normal(mean, fixed ``scale``), i.e. MSE / (2 s^2) plus a constant;
-- ``l1``: Laplace(mean, fixed ``scale``), i.e. L1 / s plus a constant.
+- ``mse``: Normal(mean, ``scale``), i.e. MSE / (2 s^2) plus a constant;
+- ``l1``: Laplace(mean, ``scale``), i.e. L1 / s plus a constant.
+
+For ``mse`` and ``l1`` the scale is either set (``scale=0.1``) or learned (``scale=None``: one
+shared scalar trained with the rest, the calibrated decoder of Rybkin et al. 2021, "Simple and
+Effective VAE Training with Calibrated Decoders"). A set scale fixes the weight of the
+reconstruction against the KL once and for all (1 / (2 s^2) for MSE); a scale too large for the
+data lets the KL win and the decoder ignore ``z`` (posterior collapse). A learned scale shrinks as
+the reconstructions improve, which keeps raising the weight of the reconstruction, so ``z`` stays
+in use; it is the default for images.
 
 Both come as an MLP (``arch="mlp"``, flat data) and a small CNN (``arch="conv"``, images
 ``(C, H, W)`` with H, W divisible by 4). A conditional VAE passes ``num_classes``: the
@@ -71,25 +79,42 @@ def to_unit(x: torch.Tensor, num_levels: int | None) -> torch.Tensor:
     return x.float() / (num_levels - 1 if num_levels else 1)
 
 
-def _check_shape(data_shape: Sequence[int], arch: str) -> tuple[int, ...]:
+def _check_shape(data_shape: Sequence[int], arch: str,
+                 hidden: Sequence[int] = (1,)) -> tuple[int, ...]:
     shape = tuple(int(s) for s in data_shape)
     if not shape or any(s <= 0 for s in shape):
         raise ProbgenError(f"data_shape must be positive sizes, got {data_shape!r}")
     if arch not in ("mlp", "conv"):
         raise ProbgenError(f"arch: unknown {arch!r}; choose 'mlp' or 'conv'")
-    if arch == "conv" and (len(shape) != 3 or shape[1] % 4 or shape[2] % 4):
-        raise ProbgenError(f"data_shape: arch='conv' needs (C, H, W) with H, W divisible by 4, "
-                           f"got {shape}")
+    if not hidden or min(hidden) < 1:
+        raise ProbgenError(f"hidden: needs positive widths, got {tuple(hidden)!r}")
+    f = 2 ** len(hidden)
+    if arch == "conv" and (len(shape) != 3 or shape[1] % f or shape[2] % f):
+        raise ProbgenError(f"data_shape: arch='conv' with {len(hidden)} stride-2 stages "
+                           f"(hidden={tuple(hidden)}) needs (C, H, W) with H, W divisible by "
+                           f"{f}, got {shape}")
     return shape
 
 
-def _conv_body(c: int, width: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c, width, 3, padding=1), nn.LeakyReLU(),
-        nn.Conv2d(width, width, 4, stride=2, padding=1), nn.LeakyReLU(),  # H/2
-        nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(),  # H/4
-        nn.Flatten(),
-    )
+def _conv_encoder(c: int, widths: Sequence[int]) -> nn.Sequential:
+    """One stride-2 4x4 convolution per width (each halves H and W), SiLU after each."""
+    layers: list[nn.Module] = []
+    for a, b in zip([c, *widths[:-1]], widths):
+        layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.SiLU()]
+    return nn.Sequential(*layers, nn.Flatten())
+
+
+def _conv_decoder(d_in: int, c_out: int, widths: Sequence[int],
+                  grid: tuple[int, int, int]) -> nn.Sequential:
+    """The mirror of `_conv_encoder`: a linear map to the smallest grid, then one stride-2
+    transposed convolution per width (each doubles H and W), the last one to the output
+    channels. No layer runs at full resolution but the last: cheap on a CPU."""
+    rev = list(reversed(widths))
+    layers: list[nn.Module] = [nn.Linear(d_in, math.prod(grid)), nn.SiLU(),
+                               nn.Unflatten(1, grid)]
+    for a, b in zip(rev, [*rev[1:], c_out]):
+        layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1), nn.SiLU()]
+    return nn.Sequential(*layers[:-1])
 
 
 def _one_hot(y: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:
@@ -121,7 +146,7 @@ class Encoder(nn.Module):
                  hidden: Sequence[int] = (256, 256), num_levels: int | None = None,
                  num_classes: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
-        self.data_shape = _check_shape(data_shape, arch)
+        self.data_shape = _check_shape(data_shape, arch, hidden)
         if latent_dim < 1:
             raise ProbgenError(f"latent_dim must be >= 1, got {latent_dim!r}")
         self.latent_dim, self.num_levels, self.num_classes = latent_dim, num_levels, num_classes
@@ -132,8 +157,9 @@ class Encoder(nn.Module):
             feat = hidden[-1]
         else:
             c, h, w = self.data_shape
-            self.body = _conv_body(c, hidden[0])
-            feat = 2 * hidden[0] * (h // 4) * (w // 4)
+            self.body = _conv_encoder(c, hidden)
+            f = 2 ** len(hidden)
+            feat = hidden[-1] * (h // f) * (w // f)
         self.head = nn.Linear(feat + num_classes, 2 * latent_dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
@@ -184,7 +210,8 @@ class Decoder(nn.Module):
         dropout: as for [`Encoder`][probgen.models.vae.nets.Encoder].
         likelihood: the reconstruction distribution (module table).
         num_levels: K for ``"categorical"``.
-        scale: the fixed scale of ``"mse"`` / ``"l1"`` (the initial one of ``"gaussian"``).
+        scale: the scale of ``"mse"`` / ``"l1"`` (``None``: one learned scalar, starting at
+            0.1), the initial one of ``"gaussian"`` (learned per pixel).
 
     ``decoder.mean(z)`` gives the expected image (levels for categorical data).
 
@@ -197,15 +224,15 @@ class Decoder(nn.Module):
     def __init__(self, data_shape: Sequence[int], latent_dim: int, *, arch: str = "mlp",
                  hidden: Sequence[int] = (256, 256), likelihood: str = "bernoulli",
                  num_levels: int | None = None, num_classes: int = 0, dropout: float = 0.0,
-                 scale: float = 0.1) -> None:
+                 scale: float | None = 0.1) -> None:
         super().__init__()
-        self.data_shape = _check_shape(data_shape, arch)
+        self.data_shape = _check_shape(data_shape, arch, hidden)
         if likelihood not in LIKELIHOODS:
             raise ProbgenError(f"likelihood: unknown {likelihood!r}; choose one of {LIKELIHOODS}")
         if likelihood == "categorical" and (num_levels is None or num_levels < 2):
             raise ProbgenError(f"num_levels: categorical needs >= 2 levels, got {num_levels!r}")
-        if not scale > 0:
-            raise ProbgenError(f"scale must be positive, got {scale!r}")
+        if scale is not None and not scale > 0:
+            raise ProbgenError(f"scale must be positive (or None: learned), got {scale!r}")
         self.likelihood, self.num_levels, self.num_classes = likelihood, num_levels, num_classes
         self.arch = arch
         self.k = num_levels if likelihood == "categorical" else 1
@@ -215,19 +242,15 @@ class Decoder(nn.Module):
             self.body = make_mlp([d_in, *reversed(hidden), d_out], dropout)
         else:
             c, h, w = self.data_shape
-            wd = hidden[0]
-            self._grid = (2 * wd, h // 4, w // 4)
-            self.body = nn.Sequential(
-                nn.Linear(d_in, math.prod(self._grid)), nn.LeakyReLU(),
-                nn.Unflatten(1, self._grid),
-                nn.ConvTranspose2d(2 * wd, wd, 4, stride=2, padding=1), nn.LeakyReLU(),
-                nn.ConvTranspose2d(wd, wd, 4, stride=2, padding=1), nn.LeakyReLU(),
-                nn.Conv2d(wd, c * self.k, 3, padding=1),
-            )
+            f = 2 ** len(hidden)
+            self.body = _conv_decoder(d_in, c * self.k, hidden, (hidden[-1], h // f, w // f))
+        init = math.log(0.1 if scale is None else scale)
         if likelihood == "gaussian":
-            self.log_scale = nn.Parameter(torch.full(self.data_shape, math.log(scale)))
+            self.log_scale = nn.Parameter(torch.full(self.data_shape, init))
+        elif scale is None and likelihood in ("mse", "l1"):
+            self.log_scale = nn.Parameter(torch.tensor(init))
         else:
-            self.register_buffer("log_scale", torch.tensor(math.log(scale)), persistent=False)
+            self.register_buffer("log_scale", torch.tensor(init), persistent=False)
 
     def raw(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Raw output ``(..., *data_shape[, K])`` for ``z`` of shape ``(..., latent_dim)``."""

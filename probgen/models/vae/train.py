@@ -39,7 +39,8 @@ from probgen.models.family import Family, Run, TrainContext
 if TYPE_CHECKING:
     from probgen.models.vae.vae import VAE
 
-__all__ = ["VAEConfig", "VAERun", "LocalGuide", "refine_guide", "evaluate_vae", "FAMILY"]
+__all__ = ["VAEConfig", "VAERun", "LocalGuide", "refine_guide", "evaluate_vae", "latent_kl",
+           "reconstruction_mse", "COLLAPSE_NATS", "FAMILY"]
 
 
 @dataclass
@@ -52,6 +53,9 @@ class VAEConfig(RunConfig):
     hidden: tuple[int, ...] = option((256, 256), "hidden widths of encoder and decoder")
     likelihood: Literal["pixelcnn", "categorical", "bernoulli", "bce", "gaussian", "mse",
                         "l1"] = option("pixelcnn", "decoder p(x | z)")
+    arch: Literal["mlp", "conv"] = option("mlp", "encoder / decoder: MLP, or CNN (one stride-2 "
+                                                 "stage per hidden width)")
+    scale: float | None = option(0.1, "scale of the mse / l1 likelihood (none: learned)")
     prior: Literal["standard", "mixture", "vamp"] = option("standard", "prior p(z)")
     num_components: int = option(100, "components of a mixture / VampPrior")
     objective: Literal["elbo", "iwae"] = option("elbo", "training objective")
@@ -69,6 +73,8 @@ class VAEConfig(RunConfig):
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"hidden: needs positive widths, got {self.hidden}")
+        if self.scale is not None and not self.scale > 0:
+            raise ConfigError(f"scale: must be > 0 or none (learned), got {self.scale}")
         if self.beta < 0 or self.weight_decay < 0 or self.refine_steps < 0:
             raise ConfigError("beta, weight_decay, refine_steps: must be >= 0")
         if not 0 <= self.dropout < 1:
@@ -208,7 +214,9 @@ class VAERun(Run):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None) -> torch.Tensor:
-        """``n`` ancestral samples ``z ~ p(z), x ~ p(x | z)`` (levels for digits)."""
+        """``n`` ancestral samples ``z ~ p(z), x ~ p(x | z)`` (levels for digits); for images
+        (continuous pixels) the decoder means ``E[x | z]`` in [0, 1], as pictures of a VAE
+        are shown (``run.vae.sample(n)`` draws the pixel noise too)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ProbgenError(f"n: must be a positive integer, got {n!r}")
         with torch.random.fork_rng(devices=_cuda(self.vae), enabled=seed is not None):
@@ -217,6 +225,8 @@ class VAERun(Run):
             was = self.vae.training
             self.vae.eval()
             try:
+                if self.kind == "images":
+                    return self.vae.sample_images(n).cpu()
                 return self.vae.sample(n).cpu()
             finally:
                 self.vae.train(was)
@@ -225,8 +235,11 @@ class VAERun(Run):
         """Importance-sampled test NLL, -ELBO and KL (see
         [`evaluate_vae`][probgen.models.vae.train.evaluate_vae])."""
         c = self.config
-        return evaluate_vae(self.vae, self.splits.test, c.eval_samples, c.seed,
-                            refine_steps=c.refine_steps, progress=progress)
+        out = evaluate_vae(self.vae, self.splits.test, c.eval_samples, c.seed,
+                           refine_steps=c.refine_steps, progress=progress)
+        if self.kind == "images":
+            out["test_mse"] = reconstruction_mse(self.vae, self.splits.test)
+        return out
 
 
 def _cuda(module: torch.nn.Module) -> list[int]:
@@ -239,22 +252,83 @@ def _build(config: VAEConfig, shape: tuple[int, ...], levels: int | None,
     from probgen.models.vae.vae import VAE
 
     return VAE(shape, config.latent_dim, likelihood=config.likelihood, num_levels=levels,
-               hidden=config.hidden, prior=config.prior, num_components=config.num_components,
-               prior_init=prior_init, objective=config.objective, beta=config.beta,
-               num_samples=config.num_samples, dropout=config.dropout)
+               arch=config.arch, hidden=config.hidden, prior=config.prior,
+               num_components=config.num_components, prior_init=prior_init,
+               objective=config.objective, beta=config.beta, num_samples=config.num_samples,
+               dropout=config.dropout, scale=config.scale)
 
 
 def _fit(config: VAEConfig, splits: DataSplits, ctx: TrainContext) -> VAERun:
     levels = splits.levels
     pyro.clear_param_store()
     torch.manual_seed(config.seed)
-    prior_init = splits.train.float() / (levels - 1) if config.prior == "vamp" else None
+    prior_init = None
+    if config.prior == "vamp":
+        prior_init = splits.train.float() / (levels - 1) if levels else splits.train.float()
     vae = _build(config, splits.shape, levels, prior_init)
     ctx.fit(vae, None, splits.train, steps=config.steps, batch_size=config.batch_size,
             lr=config.lr, seed=config.seed, val_data=splits.val, val_every=config.val_every,
             patience=config.patience, log_every=config.val_every,
             sample_fn=vae.sample_images, optimizer=_adamw(config.weight_decay, config.lr))
+    kl = latent_kl(vae, splits.val)
+    if kl < COLLAPSE_NATS:
+        hint = ("learn the scale (--set scale=none) or lower it, or lower beta"
+                if config.likelihood in ("mse", "l1") else "train longer or lower beta")
+        message = (f"posterior collapse: KL(q(z|x) || p(z)) is {kl:.3g} nats on the validation "
+                   f"split, so the decoder ignores z (likelihood={config.likelihood}); {hint}")
+        warnings.warn(message, stacklevel=2)
+        ctx.say("warning: " + message)
     return VAERun(vae, config, splits, ctx.out)
+
+
+#: below this many nats of ``KL(q(z | x) || p(z))`` per example the code carries ~nothing
+COLLAPSE_NATS = 1.0
+
+
+@torch.no_grad()
+def latent_kl(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> float:
+    """Mean ``KL(q(z | x) || p(z))`` in nats per example: the information the code carries
+    (closed form, or 10 samples for priors without one).
+
+    Examples:
+        >>> from probgen.models.vae.vae import VAE
+        >>> latent_kl(VAE((64,), 2, hidden=(8,)), torch.randint(0, 17, (6, 64))) >= 0
+        True
+    """
+    was = vae.training
+    vae.eval()
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        q = vae.encoder(x[i:i + batch_size].to(vae._device()))
+        try:
+            kl = torch.distributions.kl_divergence(q, vae.prior())
+        except NotImplementedError:  # e.g. a mixture prior: a Monte-Carlo estimate
+            z = q.sample((10,))
+            kl = (q.log_prob(z) - vae.prior().log_prob(z)).mean(0)
+        total += float(kl.sum())
+    vae.train(was)
+    return total / len(x)
+
+
+@torch.no_grad()
+def reconstruction_mse(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> float:
+    """Mean squared error per pixel of the mean reconstructions ``decode(encode(x))``, in
+    the [0, 1] scale of the images.
+
+    Examples:
+        >>> from probgen.models.vae.vae import VAE
+        >>> vae = VAE((3, 8, 8), 2, arch="conv", hidden=(4,), likelihood="mse", num_levels=None)
+        >>> 0 <= reconstruction_mse(vae, torch.rand(5, 3, 8, 8))
+        True
+    """
+    was = vae.training
+    vae.eval()
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(vae._device())
+        total += float(((vae.to_unit(vae.reconstruct(xb)) - vae.to_unit(xb)) ** 2).sum())
+    vae.train(was)
+    return total / x.numel()
 
 
 def _adamw(weight_decay: float, lr: float) -> Any:
@@ -281,14 +355,24 @@ def _load(run_dir: Path, config: VAEConfig, data: dict[str, Any]) -> VAERun:
     return VAERun(vae.eval(), config, data, run_dir)
 
 
+#: the defaults on images (``--data shapes``, image folders): a conv VAE with a calibrated
+#: (learned-scale) Gaussian decoder, see the module docstring
+IMAGE_PRESET: dict[str, Any] = {
+    "arch": "conv", "hidden": (16, 32, 64), "latent_dim": 10, "likelihood": "mse",
+    "scale": None, "batch_size": 64, "steps": 2000, "lr": 1e-3, "val_every": 250,
+    "patience": None, "eval_samples": 20, "refine_steps": 0}
+
 FAMILY = Family(
     name="vae",
     description="variational autoencoder: z -> x with a neural decoder, guide x -> z, ELBO",
     config=VAEConfig,
     fit=_fit,
     load=_load,
-    kinds=("digits",),
+    kinds=("digits", "images"),
     default_data="digits",
-    data_names=("digits",),
-    fast={"*": {"steps": 60, "val_every": 20, "refine_steps": 5, "eval_samples": 20}},
+    data_names=("digits", "shapes"),
+    presets={"images": IMAGE_PRESET},
+    fast={"*": {"steps": 60, "val_every": 20, "refine_steps": 5, "eval_samples": 20},
+          "images": {"steps": 30, "val_every": 10, "refine_steps": 0, "eval_samples": 5,
+                     "hidden": (8, 16, 32)}},
 )

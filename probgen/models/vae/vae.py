@@ -103,7 +103,9 @@ class VAE(nn.Module):
             [`make_objective`][probgen.models.vae.vae.make_objective].
         beta: the KL weight (beta > 1: beta-VAE).
         num_samples: samples per example for IWAE.
-        dropout: dropout in encoder and decoder; ``scale``: fixed scale of mse / l1.
+        dropout: dropout in encoder and decoder.
+        scale: the scale of mse / l1 (``None``: learned, see
+            [`probgen.models.vae.nets`][probgen.models.vae.nets]).
         pixelcnn: settings of the ``"pixelcnn"`` decoder (``left``, ``up``, ``channels``,
             ``cond_channels``, ``layers``, ``net``).
 
@@ -118,7 +120,7 @@ class VAE(nn.Module):
                  prior: str = "standard", num_components: int = 100,
                  prior_init: torch.Tensor | None = None, num_classes: int = 0,
                  objective: str = "elbo", beta: float = 1.0, num_samples: int = 1,
-                 dropout: float = 0.0, scale: float = 0.1,
+                 dropout: float = 0.0, scale: float | None = 0.1,
                  pixelcnn: dict[str, int] | None = None) -> None:
         super().__init__()
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
