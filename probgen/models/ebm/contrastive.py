@@ -6,13 +6,13 @@
   [E(x_n)^2 + E(x~_n)^2]`` (Du & Mordatch 2019, eq. 2 and the regulariser of sec. 3.3) with
   negatives ``x~`` from ``num_steps`` Langevin steps started from a *replay buffer* of
   persistent chains (95%) or uniform noise (5%; sec. 3.1). The buffer is a module buffer of
-  the objective ([`modules`][probgen.infer.objectives.Objective.modules]): the run folder
-  saves it and a resumed run continues the same chains exactly.
+  the objective (``modules()`` of [`Objective`][probgen.infer.objectives.Objective]): the run
+  folder saves it and a resumed run continues the same chains exactly.
 - [`NCE`][probgen.models.ebm.contrastive.NCE]: noise-contrastive estimation (Gutmann &
   Hyvarinen 2010, eq. 3 with ``nu`` noise points per data point): logistic regression of
   data against samples of a known noise ``q`` with the log-ratio
   ``G(u) = -E(u) - c - log q(u) - log nu``, where ``c = log Z`` is learned: a parameter the
-  objective owns ([`parameters`][probgen.infer.objectives.Objective.parameters]).
+  objective owns (``parameters()``).
 
 Examples:
     >>> import torch
@@ -67,7 +67,9 @@ class ContrastiveDivergence(Objective):
     """CD with persistent Langevin chains and a replay buffer (Du & Mordatch 2019).
 
     Args:
-        low, high: the box of the uniform restarts (per coordinate; e.g. the data range).
+        low: lower corner of the box of the uniform restarts (per coordinate; e.g. the
+            data minimum).
+        high: its upper corner.
         step_size: Langevin step ``eps`` of
             [`langevin_step`][probgen.infer.langevin.langevin_step].
         num_steps: Langevin steps per training step.
@@ -159,7 +161,8 @@ class NCE(Objective):
     theorem 1).
 
     Args:
-        loc, scale: the Gaussian noise (e.g. the data mean and 1.5x its spread).
+        loc: mean of the Gaussian noise (e.g. the data mean).
+        scale: its standard deviation (e.g. 1.5x the data spread).
         nu: noise samples per data point.
     """
 

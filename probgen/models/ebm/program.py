@@ -3,7 +3,8 @@
 This is the program of ``graphs/ebm.yaml``: a single node ``x`` in a data plate whose only
 term is ``exp(-E_theta(x))``; the normaliser ``Z(theta)`` is intractable, so the program has
 no ``log_prob`` for Pyro's ELBOs and is trained by the score-matching, contrastive and NCE
-objectives of [`probgen.models.ebm.objectives`][probgen.models.ebm.objectives]. They read the
+objectives of [`score_matching`][probgen.models.ebm.score_matching] and
+[`contrastive`][probgen.models.ebm.contrastive]. They read the
 energy back from the program's trace with [`energy_of`][probgen.models.ebm.program.energy_of], so
 any hand-written Pyro model with an ``"energy"`` factor trains the same way.
 

@@ -212,7 +212,7 @@ class Adversarial(Objective):
 
     Args:
         discriminator: ``D(x, *cond) -> (B,)`` scores, an ``nn.Module``.
-        loss: one of [`LOSSES`][probgen.models.gan.objective.LOSSES] (module docstring).
+        loss: one of ``LOSSES`` (module docstring).
         lr: the discriminator's Adam learning rate (TTUR: set it apart from the generator's).
         betas: the discriminator's Adam betas (DCGAN (0.5, 0.999); WGAN-GP (0.0, 0.9)).
         n_critic: discriminator steps per generator step (default 5 for ``wgan_gp``, else 1).

@@ -9,8 +9,8 @@
   deviations of some centre) and the number of modes *covered* (receiving at least ``min_count``
   high-quality samples), as in VEEGAN (Srivastava et al. 2017, sec. 5.1) and PacGAN (Lin et al.
   2018, sec. 5.1: 2500 samples, a mode counts with 20 or more).
-- [`RING`][probgen.models.gan.properties.RING] (the embedded ``eight_gaussians``: radius 2, std 0.1)
-  and [`GRID`][probgen.models.gan.properties.GRID] (a 5x5 grid of spacing 1, std 0.05), with
+- ``RING`` (the embedded ``eight_gaussians``: radius 2, std 0.1)
+  and ``GRID`` (a 5x5 grid of spacing 1, std 0.05), with
   [`mixture_samples`][probgen.models.gan.properties.mixture_samples] to draw from either.
 
 Examples:
