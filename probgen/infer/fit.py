@@ -412,7 +412,8 @@ def fit(
     sampler = make_batches(data, batch_size, seed, device)  # [stream] DataLoader for big data
     first = take(data, sampler.order[:batch_size], device)
     pyro_params = _discover(objective, model, guide, first, modules)
-    scaling = plan_scaling(model, guide, first, n)
+    scaling = plan_scaling(model, guide, first, n,
+                           bool(getattr(objective, "per_example_loss", False)))
     train_model, train_guide = scaled_program(model, scaling), scaled_program(guide, scaling)
     factor = _grad_factor(scaling, reduction, n)
     params = _Params(modules, pyro_params, list(getattr(objective, "parameters", list)()))

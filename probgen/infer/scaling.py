@@ -144,8 +144,13 @@ def _scan(model: Callable, guide: Callable | None, batch: tuple) -> list:
     return sites + m.sites
 
 
-def plan_scaling(model: Callable, guide: Callable | None, batch: tuple, n: int) -> Scaling:
+def plan_scaling(model: Callable, guide: Callable | None, batch: tuple, n: int,
+                 per_example: bool = False) -> Scaling:
     """Choose how to scale a minibatch of ``len(batch[0])`` of ``n`` examples (module docstring).
+
+    ``per_example``: the objective declares its loss a batch sum of per-example terms
+    (``per_example_loss = True``, e.g. flow matching on a plain network): ``"loss"`` mode,
+    without running ``model`` as a Pyro program.
 
     Raises:
         ProbgenError: global latents but no single plate of the batch size to scale.
@@ -161,6 +166,8 @@ def plan_scaling(model: Callable, guide: Callable | None, batch: tuple, n: int) 
     b = len(batch[0])
     if b == n:
         return Scaling("none")
+    if per_example:
+        return Scaling("loss", n / b)
     try:
         sites = _scan(model, guide, batch)
     except Exception as exc:  # a program that only runs under its objective's handlers

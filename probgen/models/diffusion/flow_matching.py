@@ -192,6 +192,9 @@ class FlowMatchingLoss(Objective):
     """
 
     name = "flow_matching"
+    #: a batch sum of per-example terms on a plain network (not a Pyro program): the engine
+    #: scales a minibatch by N / B without tracing ``model``
+    per_example_loss = True
 
     def __init__(self, matcher: FlowMatcher | None = None) -> None:
         if matcher is not None and not isinstance(matcher, FlowMatcher):
