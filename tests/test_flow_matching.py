@@ -130,3 +130,19 @@ def test_flowmatch_reflow_run_loads_from_its_last_round(tmp_path):
     back = load_run(tmp_path / "r")
     assert torch.equal(back.sample(4, seed=3), run.sample(4, seed=3))
     assert back.evaluate()["test_nll"] == pytest.approx(run.metrics["test_nll"], rel=1e-5)
+
+
+def test_flowmatch_digits_hutchinson_likelihood_matches_the_exact_trace(tmp_path):
+    run = train("flowmatch", data="digits", out=tmp_path / "h", fast=True, progress=False)
+    assert not run.exact_trace and "Hutchinson" in run.metrics["nll_kind"]
+    assert run.metrics["test_nll_stderr"] > 0
+    y = 2 * (run.splits.test[:3].float() + 0.5) / 17 - 1
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        noisy = run.log_prob(y.repeat_interleave(300, 0)).reshape(3, 300).double()
+    exact = velocity_cnf(run.velocity, 64, exact_trace=True, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        want = exact.log_prob(y).double()
+    err = noisy.std(1) / 300 ** 0.5
+    assert (noisy.std(1) > 0).all()  # the estimate is noisy, the exact trace is not
+    assert ((noisy.mean(1) - want).abs() < 4 * err + 1e-3).all(), (noisy.mean(1), want, err)

@@ -9,12 +9,18 @@ Discrete time: `schedules` (noise schedules, parameterisations), `ddpm` (the Pyr
 `samplers` (DDPM, DDIM), `guidance` (classifier-free and classifier guidance), `conditional`
 (label agreement, guidance sweeps, the noise-aware classifier), `latent` (latent diffusion on
 a probgen VAE), `pipeline` (a diffusers text-to-image pipeline taken apart), `denoising_plots`
-(denoising trajectories), `train` (the ``diffusion`` family).
+(denoising trajectories), `train` (the ``diffusion`` family), `ddpm_sde` (a trained DDPM
+sampled through the VP SDE of its own schedule).
 """
 
 __all__: list[str] = []
 
 # -- continuous time (score SDEs, the probability-flow ODE, flow matching) ---------------------
+from probgen.models.diffusion.ddpm_sde import (  # noqa: E402
+    ScheduleVPSDE,
+    ddpm_score,
+    ddpm_sde_sample,
+)
 from probgen.models.diffusion.flow_matching import (  # noqa: E402
     OTFM,
     FlowMatcher,
@@ -52,5 +58,5 @@ __all__ += [
     "euler_maruyama", "torchsde_integrate", "reverse_sde_sample", "predictor_corrector_sample",
     "ProbabilityFlow", "pf_ode_sample", "pf_ode_log_prob", "FlowMatcher", "GaussianFM", "OTFM",
     "RectifiedFlow", "FlowMatchingLoss", "ot_coupling", "euler_sample", "ode_sample",
-    "straightness", "velocity_cnf",
+    "straightness", "velocity_cnf", "ScheduleVPSDE", "ddpm_score", "ddpm_sde_sample",
 ]

@@ -87,6 +87,9 @@ class ScoreMatchingSDE(Objective):
     """
 
     name = "dsm_sde"
+    #: a batch sum of per-example terms on a plain network: the engine scales a minibatch by
+    #: N / B without tracing ``model``
+    per_example_loss = True
 
     def __init__(self, weighting: Literal["sigma2", "likelihood"] = "sigma2") -> None:
         if weighting not in ("sigma2", "likelihood"):
