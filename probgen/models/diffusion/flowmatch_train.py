@@ -107,7 +107,7 @@ class FlowMatchConfig(RunConfig):
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
 
 
-_DIGITS: dict[str, Any] = {"steps": 3000, "batch_size": 128, "lr": 1e-3,
+_DIGITS: dict[str, Any] = {"steps": 8000, "batch_size": 128, "lr": 1e-3,
                            "hidden": (512, 512, 512), "reflow_pairs": 5000}
 
 
