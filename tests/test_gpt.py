@@ -373,3 +373,16 @@ def test_benchmark_script_smoke():
     args = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--vocab-size", "50",
             "--block-size", "64", "--new-tokens", "20", "--min-speedup", "0"]
     assert bench.main(args) == 0
+
+
+def test_transformers_benchmark_gives_the_same_greedy_tokens(monkeypatch):
+    """benchmarks/gpt_vs_transformers.py on a tiny size: GPT2LMHeadModel.generate with our
+    weights continues the prompt with exactly our cached and uncached tokens."""
+    pytest.importorskip("transformers")
+    spec = importlib.util.spec_from_file_location(
+        "gpt_vs_transformers", ROOT / "benchmarks" / "gpt_vs_transformers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setitem(bench.SIZES, "tiny", (2, 32, 4, 61))
+    r = bench.bench("tiny", new_tokens=24, prompt_len=5, repeats=1, seed=3)
+    assert r["identical"] and r["distinct"] >= 3 and r["hf_s"] > 0 and r["pg_s"] > 0

@@ -180,7 +180,8 @@ class BayesNet:
 
     def topological_order(self) -> list[str]:
         """Nodes, parents before children (stable for a given insertion order)."""
-        return list(nx.lexicographical_topological_sort(self.graph, key=self.nodes.index))
+        rank = {n: i for i, n in enumerate(self.graph.nodes)}
+        return list(nx.lexicographical_topological_sort(self.graph, key=rank.__getitem__))
 
     def is_latent(self, node: str) -> bool:
         return bool(self.graph.nodes[self._node(node)].get("latent", False))

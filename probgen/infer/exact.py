@@ -513,11 +513,11 @@ def _batch_table(
             weight = np.where(active.reshape(-1, *[1] * colsum.ndim), colsum, 1.0)
             factors.append((weight, (batch, *scope[1:])))
     for v, x in observed.items():
-        ind = np.zeros((n_rows, c.card[v]))
-        seen = x >= 0
-        ind[np.flatnonzero(seen), x[seen]] = 1.0
-        ind[~seen] = 1.0
-        factors.append((ind, (batch, v)))
+        # row s of [identity; ones] is the indicator of state s; code -1 (unobserved) picks
+        # the last row, all ones
+        table = np.ones((c.card[v] + 1, c.card[v]))
+        table[:-1] = np.eye(c.card[v])
+        factors.append((table[x], (batch, v)))
     card = {**c.card, batch: n_rows}
     rest = _eliminate(c, factors, {batch, *variables}, max_bytes, card=card)
     rest.append((np.ones(n_rows), (batch,)))

@@ -35,7 +35,9 @@ class KVCache:
     """Keys and values of every layer for the positions generated so far.
 
     Storage is preallocated: ``(n_layer, B, n_head, max_len, head_dim)`` for keys and for
-    values. A forward pass writes the new positions ``[length, length + T)`` of each layer;
+    values, left uninitialised (``torch.empty``): only positions below ``length`` are ever
+    read, and zero-filling a GPT-2-sized cache costs as much as a dozen generated tokens.
+    A forward pass writes the new positions ``[length, length + T)`` of each layer;
     the caller then calls [`advance`][probgen.nn.transformer.KVCache.advance] once, after all layers
     have run. ``max_len`` is the model's ``block_size``: a cache that is full cannot take more
     tokens (``GPT.generate`` then rebuilds it from the last ``block_size`` tokens, see there).
@@ -61,8 +63,8 @@ class KVCache:
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
 

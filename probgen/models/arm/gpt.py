@@ -194,12 +194,13 @@ class GPT(nn.Module):
         logp = F.log_softmax(self(idx[:, :-1]), dim=-1)  # (B, T-1, V)
         return logp.gather(-1, idx[:, 1:, None]).squeeze(-1).sum(-1)  # (B,)
 
-    def new_cache(self, batch_size: int) -> KVCache:
-        """An empty [`KVCache`][probgen.nn.transformer.KVCache] sized for this model (max_len =
-        block_size)."""
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty [`KVCache`][probgen.nn.transformer.KVCache] sized for this model: ``max_len``
+        positions (default and at most ``block_size``)."""
         c = self.config
+        max_len = c.block_size if max_len is None else min(int(max_len), c.block_size)
         p = self.transformer.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_head, c.n_embd // c.n_head, c.block_size,
+        return KVCache(c.n_layer, batch_size, c.n_head, c.n_embd // c.n_head, max_len,
                        device=p.device, dtype=p.dtype)
 
     # ------------------------------------------------------------------ generation
@@ -252,7 +253,8 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         B, window = idx.size(0), self.config.block_size
-        cache = self.new_cache(B) if use_cache else None
+        # a sequence that stays inside the window needs only its final length of cache
+        cache = self.new_cache(B, idx.size(1) + max_new_tokens) if use_cache else None
         finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
         pad = torch.zeros(B, dtype=torch.long, device=idx.device)
         for _ in range(max_new_tokens):
