@@ -92,8 +92,13 @@ class EBMConfig(RunConfig):
     buffer: int = option(10000, "cd: replay-buffer size")
     nce_nu: int = option(4, "nce: noise samples per data point")
     sampler: Literal["mala", "ula"] = option("mala", "energy models: Langevin sampler")
-    sample_steps: int = option(2000, "energy models: Langevin steps per sample")
-    sample_step: float = option(0.002, "energy models: Langevin step size")
+    sample_steps: int = option(1000, "energy models: Langevin steps of the exploring phase")
+    sample_step: float = option(0.05, "energy models: Langevin step size of the exploring phase "
+                                      "(large: MALA's rare accepted jumps move chains between "
+                                      "modes)")
+    refine_steps: int = option(200, "energy models: Langevin steps of the refining phase "
+                                    "(0: none)")
+    refine_step: float = option(0.005, "energy models: Langevin step size of the refining phase")
     grid: int = option(400, "2-D: quadrature cells per side for the normaliser")
     margin: float = option(1.0, "2-D: quadrature box = data box widened by this")
 
@@ -104,13 +109,15 @@ class EBMConfig(RunConfig):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("tau", "sigma", "sigma_max", "sigma_min", "anneal_step", "cd_step",
-                     "sample_step", "margin"):
+                     "sample_step", "refine_step", "margin"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name}: must be a positive number, got {v}")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"sigma_min: must be <= sigma_max ({self.sigma_max}), got "
                               f"{self.sigma_min}")
+        if self.refine_steps < 0:
+            raise ConfigError(f"refine_steps: must be >= 0, got {self.refine_steps}")
         if self.cd_alpha < 0:
             raise ConfigError(f"cd_alpha: must be >= 0, got {self.cd_alpha}")
         if self.grid < 4 or self.grid % 2:
@@ -207,8 +214,9 @@ FAMILY = Family(
     data_names=("swiss_roll", "moons", "eight_gaussians", "checkerboard", "rings", "digits"),
     presets={"digits": {"objective": "ncsn", "hidden": 256, "depth": 3, "batch_size": 128,
                         "steps": 4000, "lr": 1e-3, "sigma_max": 3.0, "sigma_min": 0.02,
-                        "num_levels": 10, "steps_per_level": 100, "anneal_step": 2e-5}},
+                        "num_levels": 10, "steps_per_level": 100, "anneal_step": 2e-5,
+                        "sample_step": 1e-4, "refine_step": 1e-4}},
     fast={"*": {"steps": 40, "val_every": 20, "hidden": 32, "depth": 2, "grid": 100,
-                "sample_steps": 50, "buffer": 500, "cd_steps": 5},
+                "sample_steps": 50, "refine_steps": 10, "buffer": 500, "cd_steps": 5},
           "digits": {"steps": 30, "steps_per_level": 5, "num_levels": 4, "channels": 8}},
 )
