@@ -14,8 +14,9 @@ its figures.
   data ``figures`` gives the exact test NLL with the normaliser by quadrature
   ([`log_normaliser`][probgen.models.ebm.quadrature.log_normaliser]);
 - score models (``ncsn``): ``sample`` is annealed Langevin dynamics
-  ([`annealed_langevin`][probgen.infer.langevin.annealed_langevin]); there is no energy, so no
-  likelihood is reported.
+  ([`annealed_langevin`][probgen.infer.langevin.annealed_langevin]) with the exponential moving
+  average of the score network's weights (``ema``); there is no energy, so no likelihood is
+  reported.
 
 Digits are modelled in [0, 1] (levels / 16) and sampled back to integer levels.
 """
@@ -45,9 +46,11 @@ class EBMRun(Run):
     family = "ebm"
 
     def __init__(self, net: nn.Module, config: Any, data: DataSplits | dict[str, Any],
-                 run_dir: str | Path | None = None) -> None:
+                 run_dir: str | Path | None = None, sample_net: nn.Module | None = None) -> None:
         super().__init__(config, data, run_dir)
         self.net = net
+        #: the network that samples: the EMA of an ncsn run's weights, else ``net``
+        self.sample_net = net if sample_net is None else sample_net
         self._quad: Quadrature | None = None
 
     # -- what the run is ----------------------------------------------------------------------
@@ -106,7 +109,7 @@ class EBMRun(Run):
         if not (math.isfinite(sigma) and sigma > 0):
             raise ProbgenError(f"sigma: must be a finite number > 0, got {sigma!r}")
         with torch.no_grad():
-            return self.net(x, torch.full((len(x),), float(sigma), device=x.device))
+            return self.sample_net(x, torch.full((len(x),), float(sigma), device=x.device))
 
     def quadrature(self) -> Quadrature:
         """``log Z`` of a 2-D energy on the configured grid over the training data's box."""
@@ -149,7 +152,7 @@ class EBMRun(Run):
         return langevin(energy_score(self.net), x, refine_step, refine_steps) if refine_steps else x
 
     def _score_fn(self) -> Any:
-        return lambda x, sigma: self.net(x, sigma).detach()
+        return lambda x, sigma: self.sample_net(x, sigma).detach()
 
     def sample(self, n: int, seed: int | None = None) -> Tensor:
         """``n`` samples at data scale (digits as integer levels ``(n, 64)``)."""
@@ -157,6 +160,7 @@ class EBMRun(Run):
             raise ProbgenError(f"n: must be a positive integer, got {n!r}")
         was = self.net.training
         self.net.eval()
+        self.sample_net.eval()
         try:
             with torch.random.fork_rng(devices=[], enabled=seed is not None):
                 if seed is not None:

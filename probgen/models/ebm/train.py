@@ -60,6 +60,7 @@ from probgen.models.ebm.score_matching import (
     SlicedScoreMatching,
 )
 from probgen.models.family import Family, TrainContext
+from probgen.nn.ema import EMA
 
 __all__ = ["EBMConfig", "build_net", "build_objective", "FAMILY"]
 
@@ -84,6 +85,7 @@ class EBMConfig(RunConfig):
     sigma_max: float = option(1.0, "ncsn: largest noise level")
     sigma_min: float = option(0.01, "ncsn: smallest noise level")
     num_levels: int = option(10, "ncsn: geometric noise levels")
+    ema: float = option(0.999, "ncsn: EMA decay of the sampled score-net weights (0: none)")
     steps_per_level: int = option(100, "ncsn sampling: Langevin steps per level (T)")
     anneal_step: float = option(2e-5, "ncsn sampling: eps of Song & Ermon Alg. 1")
     cd_steps: int = option(20, "cd: Langevin steps per training step")
@@ -118,6 +120,8 @@ class EBMConfig(RunConfig):
                               f"{self.sigma_min}")
         if self.refine_steps < 0:
             raise ConfigError(f"refine_steps: must be >= 0, got {self.refine_steps}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
         if self.cd_alpha < 0:
             raise ConfigError(f"cd_alpha: must be >= 0, got {self.cd_alpha}")
         if self.grid < 4 or self.grid % 2:
@@ -137,9 +141,11 @@ def build_net(config: EBMConfig, shape: tuple[int, ...], digits: bool) -> nn.Mod
     return EnergyMLP(dim, config.hidden, config.depth, config.tau)
 
 
-def build_objective(config: EBMConfig, train: torch.Tensor) -> Objective:
+def build_objective(config: EBMConfig, train: torch.Tensor, net: nn.Module | None = None
+                    ) -> Objective:
     """The objective named by ``config.objective``; CD and NCE take their box / noise from the
-    training data (``train`` at model scale)."""
+    training data (``train`` at model scale); ``ncsn`` keeps an EMA of ``net`` when
+    ``config.ema > 0``."""
     name = config.objective
     if name == "score_matching":
         return ScoreMatching()
@@ -149,7 +155,8 @@ def build_objective(config: EBMConfig, train: torch.Tensor) -> Objective:
         return DenoisingScoreMatching(config.sigma)
     if name == "ncsn":
         return NCSNLoss(sigma_max=config.sigma_max, sigma_min=config.sigma_min,
-                        num_levels=config.num_levels)
+                        num_levels=config.num_levels,
+                        ema_of=net if config.ema > 0 else None, ema_decay=config.ema or 0.999)
     flat = train.reshape(train.shape[0], -1)
     if name == "cd":
         lo, hi = flat.min(0).values, flat.max(0).values
@@ -172,9 +179,10 @@ def _fit(config: EBMConfig, splits: DataSplits, ctx: TrainContext) -> EBMRun:
     net = build_net(config, splits.shape, digits)
     train = _model_scale(splits, splits.train)
     val = _model_scale(splits, splits.val)
-    objective = build_objective(config, train)
+    objective = build_objective(config, train, net)
     model = net if config.objective == "ncsn" else EnergyProgram(net).model
-    run = EBMRun(net, config, splits, ctx.out)
+    ema = getattr(objective, "ema", None)
+    run = EBMRun(net, config, splits, ctx.out, sample_net=None if ema is None else ema.net)
     use_val = config.objective != "cd"  # CD's loss is not a criterion: it is ~0 at any fit
     ctx.fit(model, None, train, objective=objective, steps=config.steps,
             batch_size=config.batch_size, lr=config.lr, seed=config.seed,
@@ -200,7 +208,20 @@ def _load(run_dir: Path, config: EBMConfig, data: dict[str, Any]) -> EBMRun:
         raise runs.RunFolderError(f"{d}/weights.safetensors does not match the ebm network "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.eval()
-    return EBMRun(net, config, data, run_dir)
+    ema = None
+    if config.objective == "ncsn" and config.ema > 0:
+        ema = EMA(net, config.ema)
+        state = {k[len("objective.ema."):]: v for k, v in weights.items()
+                 if k.startswith("objective.ema.")}
+        if state:  # a run saved without its average samples with the trained weights
+            missing, unexpected = ema.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise runs.RunFolderError(f"{d}/weights.safetensors: the EMA does not match "
+                                          f"the score network (missing {missing[:3]})")
+            ema.net.eval()
+        else:
+            ema = None
+    return EBMRun(net, config, data, run_dir, sample_net=None if ema is None else ema.net)
 
 
 FAMILY = Family(
