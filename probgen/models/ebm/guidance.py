@@ -120,6 +120,8 @@ class NoisyLabelLoss(Objective):
     """
 
     name = "noisy_labels"
+    #: a batch sum of per-example terms on a plain network (the engine scales it by N / B)
+    per_example_loss = True
 
     def __init__(self, sigmas: Sequence[float] | Tensor | None = None, *, sigma_max: float = 1.0,
                  sigma_min: float = 0.01, num_levels: int = 10) -> None:
@@ -155,6 +157,8 @@ class LabelledNCSNLoss(Objective):
     """
 
     name = "labelled_ncsn"
+    #: a batch sum of per-example terms on a plain network (the engine scales it by N / B)
+    per_example_loss = True
 
     def __init__(self, num_classes: int, sigmas: Sequence[float] | Tensor | None = None, *,
                  p_uncond: float = 0.2, sigma_max: float = 1.0, sigma_min: float = 0.01,

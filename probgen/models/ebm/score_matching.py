@@ -179,6 +179,8 @@ class NCSNLoss(Objective):
     """
 
     name = "ncsn"
+    #: a batch sum of per-example terms on a plain network (the engine scales it by N / B)
+    per_example_loss = True
 
     def __init__(self, sigmas: Sequence[float] | Tensor | None = None, *,
                  sigma_max: float = 1.0, sigma_min: float = 0.01, num_levels: int = 10,
