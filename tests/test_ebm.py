@@ -61,11 +61,31 @@ def test_bad_input_one_line_errors(run, call, match):
 @pytest.mark.parametrize("sets,match", [
     ({"sigma": -0.1}, "sigma"), ({"sample_step": -1.0}, "sample_step"),
     ({"sigma_min": 2.0}, "sigma_min"), ({"anneal_step": 0.0}, "anneal_step"),
+    ({"refine_step": -0.01}, "refine_step"), ({"refine_steps": -1}, "refine_steps"),
+    ({"ema": 1.0}, "ema"),
 ])
 def test_bad_config_one_line_errors(tmp_path, sets, match):
     with pytest.raises(ProbgenError, match=match) as info:
         train("ebm", data="moons", out=tmp_path / "r", fast=True, progress=False, **sets)
     assert "\n" not in str(info.value)
+
+
+def test_two_phase_langevin_targets_the_energy(run):
+    from dataclasses import replace
+
+    from probgen.models.ebm.run import EBMRun
+
+    q = QuadraticEnergy(2)
+    with torch.no_grad():
+        q.mu.copy_(torch.tensor([0.3, -0.2]))
+        q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))  # a correlated, narrow Gaussian
+    cov = torch.linalg.inv(q.precision().detach())
+    # the defaults (a large exploring step, then a small refining one), from uniform noise
+    cfg = replace(run.config, sample_steps=1000, sample_step=0.05, refine_steps=200,
+                  refine_step=0.005)
+    x = EBMRun(q, cfg, run.splits).sample(2000, seed=0)
+    torch.testing.assert_close(x.mean(0), q.mu.detach(), atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0.1)
 
 
 def test_energy_program_is_the_trained_energy(run):
@@ -90,8 +110,12 @@ def test_other_objectives_train_and_resume(tmp_path, objective):
 def test_ncsn_on_digits_samples_levels(tmp_path):
     r = train("ebm", data="digits", out=tmp_path / "d", fast=True, progress=False)
     assert r.config.objective == "ncsn" and "test_nll" not in r.metrics and r.metrics["fd"] > 0
+    assert r.sample_net is not r.net  # it samples with the EMA of the weights
+    loaded = load_run(tmp_path / "d")
+    for a, b in zip(loaded.sample_net.parameters(), r.sample_net.parameters()):
+        assert torch.equal(a, b)
     s = r.sample(3, seed=0)
     assert s.shape == (3, 64) and s.dtype == torch.long and int(s.max()) <= 16
-    assert torch.equal(load_run(tmp_path / "d").sample(3, seed=0), s)
+    assert torch.equal(loaded.sample(3, seed=0), s)
     with pytest.raises(ProbgenError, match="64-D"):
         r.score(torch.zeros(2, 2))

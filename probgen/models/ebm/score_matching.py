@@ -36,12 +36,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from probgen.errors import ProbgenError
 from probgen.infer.langevin import geometric_sigmas
 from probgen.infer.objectives import Objective
 from probgen.models.ebm.program import energy_grad, energy_of
+from probgen.nn.ema import EMA
 
 __all__ = ["ScoreMatching", "SlicedScoreMatching", "DenoisingScoreMatching", "NCSNLoss"]
 
@@ -178,18 +179,35 @@ class NCSNLoss(Objective):
     """
 
     name = "ncsn"
+    #: a batch sum of per-example terms on a plain network (the engine scales it by N / B)
+    per_example_loss = True
 
     def __init__(self, sigmas: Sequence[float] | Tensor | None = None, *,
-                 sigma_max: float = 1.0, sigma_min: float = 0.01, num_levels: int = 10) -> None:
+                 sigma_max: float = 1.0, sigma_min: float = 0.01, num_levels: int = 10,
+                 ema_of: nn.Module | None = None, ema_decay: float = 0.999) -> None:
         if sigmas is None:
             self.sigmas = geometric_sigmas(sigma_max, sigma_min, num_levels)
         else:
             self.sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
             for s in self.sigmas.tolist():
                 _positive("sigmas", s)
+        #: with ``ema_of`` (the trained score network): an [`EMA`][probgen.nn.ema.EMA] of its
+        #: weights, updated before every step, to sample with (Song & Ermon 2020, technique 5)
+        self.ema = EMA(ema_of, ema_decay) if ema_of is not None else None
+        self._source = ema_of
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"ema": self.ema} if self.ema is not None else {}
+
+    def before_step(self, model: Callable, guide: Callable | None, *batch: Tensor
+                    ) -> dict[str, float]:
+        if self.ema is not None:
+            self.ema.update(self._source)
+        return {}
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "sigmas": [round(s, 6) for s in self.sigmas.tolist()]}
+        return {"name": self.name, "sigmas": [round(s, 6) for s in self.sigmas.tolist()],
+                "ema": None if self.ema is None else self.ema.decay}
 
     def loss(self, model: Callable, guide: Callable | None, *batch: Tensor) -> Tensor:
         x = _batch(guide, batch)

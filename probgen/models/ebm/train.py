@@ -60,6 +60,7 @@ from probgen.models.ebm.score_matching import (
     SlicedScoreMatching,
 )
 from probgen.models.family import Family, TrainContext
+from probgen.nn.ema import EMA
 
 __all__ = ["EBMConfig", "build_net", "build_objective", "FAMILY"]
 
@@ -84,6 +85,7 @@ class EBMConfig(RunConfig):
     sigma_max: float = option(1.0, "ncsn: largest noise level")
     sigma_min: float = option(0.01, "ncsn: smallest noise level")
     num_levels: int = option(10, "ncsn: geometric noise levels")
+    ema: float = option(0.999, "ncsn: EMA decay of the sampled score-net weights (0: none)")
     steps_per_level: int = option(100, "ncsn sampling: Langevin steps per level (T)")
     anneal_step: float = option(2e-5, "ncsn sampling: eps of Song & Ermon Alg. 1")
     cd_steps: int = option(20, "cd: Langevin steps per training step")
@@ -92,8 +94,13 @@ class EBMConfig(RunConfig):
     buffer: int = option(10000, "cd: replay-buffer size")
     nce_nu: int = option(4, "nce: noise samples per data point")
     sampler: Literal["mala", "ula"] = option("mala", "energy models: Langevin sampler")
-    sample_steps: int = option(2000, "energy models: Langevin steps per sample")
-    sample_step: float = option(0.002, "energy models: Langevin step size")
+    sample_steps: int = option(1000, "energy models: Langevin steps of the exploring phase")
+    sample_step: float = option(0.05, "energy models: Langevin step size of the exploring phase "
+                                      "(large: MALA's rare accepted jumps move chains between "
+                                      "modes)")
+    refine_steps: int = option(200, "energy models: Langevin steps of the refining phase "
+                                    "(0: none)")
+    refine_step: float = option(0.005, "energy models: Langevin step size of the refining phase")
     grid: int = option(400, "2-D: quadrature cells per side for the normaliser")
     margin: float = option(1.0, "2-D: quadrature box = data box widened by this")
 
@@ -104,13 +111,17 @@ class EBMConfig(RunConfig):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("tau", "sigma", "sigma_max", "sigma_min", "anneal_step", "cd_step",
-                     "sample_step", "margin"):
+                     "sample_step", "refine_step", "margin"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name}: must be a positive number, got {v}")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"sigma_min: must be <= sigma_max ({self.sigma_max}), got "
                               f"{self.sigma_min}")
+        if self.refine_steps < 0:
+            raise ConfigError(f"refine_steps: must be >= 0, got {self.refine_steps}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
         if self.cd_alpha < 0:
             raise ConfigError(f"cd_alpha: must be >= 0, got {self.cd_alpha}")
         if self.grid < 4 or self.grid % 2:
@@ -130,9 +141,11 @@ def build_net(config: EBMConfig, shape: tuple[int, ...], digits: bool) -> nn.Mod
     return EnergyMLP(dim, config.hidden, config.depth, config.tau)
 
 
-def build_objective(config: EBMConfig, train: torch.Tensor) -> Objective:
+def build_objective(config: EBMConfig, train: torch.Tensor, net: nn.Module | None = None
+                    ) -> Objective:
     """The objective named by ``config.objective``; CD and NCE take their box / noise from the
-    training data (``train`` at model scale)."""
+    training data (``train`` at model scale); ``ncsn`` keeps an EMA of ``net`` when
+    ``config.ema > 0``."""
     name = config.objective
     if name == "score_matching":
         return ScoreMatching()
@@ -142,7 +155,8 @@ def build_objective(config: EBMConfig, train: torch.Tensor) -> Objective:
         return DenoisingScoreMatching(config.sigma)
     if name == "ncsn":
         return NCSNLoss(sigma_max=config.sigma_max, sigma_min=config.sigma_min,
-                        num_levels=config.num_levels)
+                        num_levels=config.num_levels,
+                        ema_of=net if config.ema > 0 else None, ema_decay=config.ema or 0.999)
     flat = train.reshape(train.shape[0], -1)
     if name == "cd":
         lo, hi = flat.min(0).values, flat.max(0).values
@@ -165,9 +179,10 @@ def _fit(config: EBMConfig, splits: DataSplits, ctx: TrainContext) -> EBMRun:
     net = build_net(config, splits.shape, digits)
     train = _model_scale(splits, splits.train)
     val = _model_scale(splits, splits.val)
-    objective = build_objective(config, train)
+    objective = build_objective(config, train, net)
     model = net if config.objective == "ncsn" else EnergyProgram(net).model
-    run = EBMRun(net, config, splits, ctx.out)
+    ema = getattr(objective, "ema", None)
+    run = EBMRun(net, config, splits, ctx.out, sample_net=None if ema is None else ema.net)
     use_val = config.objective != "cd"  # CD's loss is not a criterion: it is ~0 at any fit
     ctx.fit(model, None, train, objective=objective, steps=config.steps,
             batch_size=config.batch_size, lr=config.lr, seed=config.seed,
@@ -193,7 +208,20 @@ def _load(run_dir: Path, config: EBMConfig, data: dict[str, Any]) -> EBMRun:
         raise runs.RunFolderError(f"{d}/weights.safetensors does not match the ebm network "
                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     net.eval()
-    return EBMRun(net, config, data, run_dir)
+    ema = None
+    if config.objective == "ncsn" and config.ema > 0:
+        ema = EMA(net, config.ema)
+        state = {k[len("objective.ema."):]: v for k, v in weights.items()
+                 if k.startswith("objective.ema.")}
+        if state:  # a run saved without its average samples with the trained weights
+            missing, unexpected = ema.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise runs.RunFolderError(f"{d}/weights.safetensors: the EMA does not match "
+                                          f"the score network (missing {missing[:3]})")
+            ema.net.eval()
+        else:
+            ema = None
+    return EBMRun(net, config, data, run_dir, sample_net=None if ema is None else ema.net)
 
 
 FAMILY = Family(
@@ -207,8 +235,9 @@ FAMILY = Family(
     data_names=("swiss_roll", "moons", "eight_gaussians", "checkerboard", "rings", "digits"),
     presets={"digits": {"objective": "ncsn", "hidden": 256, "depth": 3, "batch_size": 128,
                         "steps": 4000, "lr": 1e-3, "sigma_max": 3.0, "sigma_min": 0.02,
-                        "num_levels": 10, "steps_per_level": 100, "anneal_step": 2e-5}},
+                        "num_levels": 10, "steps_per_level": 100, "anneal_step": 2e-5,
+                        "sample_step": 1e-4, "refine_step": 1e-4}},
     fast={"*": {"steps": 40, "val_every": 20, "hidden": 32, "depth": 2, "grid": 100,
-                "sample_steps": 50, "buffer": 500, "cd_steps": 5},
+                "sample_steps": 50, "refine_steps": 10, "buffer": 500, "cd_steps": 5},
           "digits": {"steps": 30, "steps_per_level": 5, "num_levels": 4, "channels": 8}},
 )
