@@ -12,7 +12,12 @@ from probgen.data.shapes import FACTORS, make_shapes, match_factor, render_shape
 from probgen.data.splits import load_splits
 from probgen.errors import ProbgenError
 from probgen.models.family import load_run, train
-from probgen.models.vae.latent import attribute_arithmetic, interpolations, traversal_grid
+from probgen.models.vae.latent import (
+    attribute_arithmetic,
+    ex_post_samples,
+    interpolations,
+    traversal_grid,
+)
 from probgen.models.vae.nets import Decoder, Encoder
 from probgen.models.vae.train import COLLAPSE_NATS, latent_kl
 from probgen.models.vae.vae import VAE
@@ -153,6 +158,23 @@ def test_arithmetic_on_a_perfect_linear_code_turns_every_square():
     torch.testing.assert_close(res["direction"][:4], torch.tensor([-1.0, 1.0, 0.0, 0.0]),
                                atol=0.05, rtol=0)
     assert res["control_rate"] < 0.5  # a random push of the same length is no shape edit
+
+
+def test_ex_post_samples_decode_draws_near_the_training_codes():
+    data = make_shapes(400, seed=4)
+    code = _RendererCode(data)
+    drawn = []
+    decode = code.decode
+    code.decode = lambda z: drawn.append(z) or decode(z)
+    imgs = ex_post_samples(code, data.images, 200, components=8, seed=0)
+    assert imgs.shape == (200, 3, 32, 32) and float(imgs.min()) >= 0
+    # the mixture's draws follow the training codes: every shape, the factors' means
+    z, codes = drawn[0], code.encode(data.images)
+    assert z[:, :4].argmax(1).bincount(minlength=4).min() >= 25
+    torch.testing.assert_close(z.mean(0), codes.mean(0), atol=0.6, rtol=0)
+    torch.testing.assert_close(imgs, ex_post_samples(code, data.images, 200, components=8))
+    with pytest.raises(ProbgenError, match="components"):
+        ex_post_samples(code, data.images[:3], 4, components=5)
 
 
 @pytest.mark.slow

@@ -5,6 +5,9 @@
   code of one image with that coordinate swept (a disentangled code changes one factor a row).
 - [`interpolations`][probgen.models.vae.latent.interpolations]: the pixel cross-fade
   ``(1 - t) x1 + t x2`` above the decoded latent path ``decode((1 - t) z1 + t z2)``.
+- [`ex_post_samples`][probgen.models.vae.latent.ex_post_samples]: decoded draws from a Gaussian
+  mixture fitted to the training codes instead of ``p(z)``: a code that carries many nats leaves
+  holes in the prior, where a decoder blends shapes into blobs.
 - [`attribute_arithmetic`][probgen.models.vae.latent.attribute_arithmetic]: the direction
   ``mean z(target) - mean z(source)`` over labelled training images (White 2016, "Sampling
   generative networks"; Larsen et al. 2016), added to the codes of held-out source images, and
@@ -47,7 +50,7 @@ from probgen.data.shapes import FACTORS, match_factor
 from probgen.errors import ProbgenError
 from probgen.models.vae.vae import VAE
 
-__all__ = ["traversal_grid", "interpolations", "attribute_arithmetic"]
+__all__ = ["traversal_grid", "interpolations", "attribute_arithmetic", "ex_post_samples"]
 
 
 @torch.no_grad()
@@ -85,8 +88,9 @@ def attribute_arithmetic(vae: VAE, train_images: torch.Tensor, train_factors: to
     [`match_factor`][probgen.data.shapes.match_factor] reads as ``target`` (the other factors as
     the test image had them), ``reconstruction_rate`` the share of unedited reconstructions
     still read as ``source``, ``control_rate`` the share read as ``target`` after adding a
-    random direction of the same length instead (a fresh one per image, drawn from ``seed``): an edit rate means
-    something only well above it. ``originals`` / ``edited`` are the images (in [0, 1]).
+    random direction of the same length instead (a fresh one per image, drawn from ``seed``):
+    an edit rate means something only well above it. ``originals`` / ``edited`` are the
+    images (in [0, 1]).
     """
     if factor not in FACTORS:
         raise ProbgenError(f"factor: unknown {factor!r}; choose one of {', '.join(FACTORS)}")
@@ -121,3 +125,39 @@ def attribute_arithmetic(vae: VAE, train_images: torch.Tensor, train_factors: to
         "reconstruction_rate": float((match_factor(recon, f, factor) == source).float().mean()),
         "control_rate": float((match_factor(control, f, factor) == target).float().mean()),
     }
+
+
+@torch.no_grad()
+def ex_post_samples(vae: VAE, x: torch.Tensor, n: int, components: int = 20,
+                    seed: int = 0) -> torch.Tensor:
+    """``n`` decoded samples (in [0, 1]) from a full-covariance Gaussian mixture of
+    ``components`` components fitted to the posterior means of ``x``: ex-post density
+    estimation (Ghosh et al. 2020, "From variational to deterministic autoencoders"). The
+    fitted mixture is a new prior for the same decoder; where the aggregate posterior is far
+    from ``p(z)`` (a KL of tens of nats per image) its samples land where the decoder was
+    trained, and draws from ``p(z)`` do not.
+
+    Examples:
+        >>> from probgen.models.vae.vae import VAE
+        >>> vae = VAE((3, 8, 8), 2, arch="conv", hidden=(4,), likelihood="mse", num_levels=None)
+        >>> ex_post_samples(vae, torch.rand(30, 3, 8, 8), 5, components=2).shape
+        torch.Size([5, 3, 8, 8])
+    """
+    from sklearn.mixture import GaussianMixture
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ProbgenError(f"n: must be a positive integer, got {n!r}")
+    if not 1 <= components <= len(x):
+        raise ProbgenError(f"components: must be in [1, {len(x)}] (one per example at most), "
+                           f"got {components}")
+    was = vae.training
+    vae.eval()
+    try:
+        z = vae.encode(x).cpu().double().numpy()
+        mix = GaussianMixture(components, covariance_type="full", random_state=seed).fit(z)
+        codes, _ = mix.sample(n)
+        codes = torch.as_tensor(codes, dtype=torch.float32)[torch.randperm(
+            n, generator=torch.Generator().manual_seed(seed))]
+        return vae.to_unit(vae.decode(codes)).cpu()
+    finally:
+        vae.train(was)
