@@ -127,7 +127,13 @@ class _RendererCode:
     """A perfect, linear code of the shapes: z = (one-hot shape, the other five factors);
     decoding renders the factors it reads off. The arithmetic must work on it."""
 
-    latent_dim = 9
+    latent_dim, training = 9, False
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
 
     def __init__(self, data):
         self.index = {im.numpy().tobytes(): i for i, im in enumerate(data.images)}
