@@ -18,11 +18,11 @@
   a control, the same edit along random directions of the same length: a blurry decoder turns
   squares into "circles" whichever way the code is pushed, and the control shows it.
 
-Measured (the `probgen train vae --data shapes` defaults, 2,000 steps, strength 1, the 136
-squares of the validation split): the reconstructions keep 98% of the squares square, the
-random control turns 1.5% into circles, and the square -> circle direction 6.6% (no better at
-strengths 1.5 to 4). The class-mean direction does not carry the shape on these models: a
-square and a circle of the same size differ in a few corner pixels, and the code stores the
+Measured (the `probgen train vae --data shapes` defaults, 2,000 steps, the 131 squares of the
+test split, tutorial 06): the reconstructions keep 96% of the squares square; the square -> circle
+direction turns 4% into circles at strength 1 (9% at 2, 7% at 4), no more than the random control
+(6%, 8%, 12%). The class-mean direction does not carry the shape on these models: a square and a
+circle of the same size differ in a few corner pixels, and the code stores the
 shape non-linearly (blurrier models, e.g. ``scale=0.2``, read as circles after *any* push).
 
 Examples:

@@ -11,6 +11,14 @@ guides), -ELBO 87.0, KL 6.4 nats. The factorised categorical decoder
 (``--set likelihood=categorical``) gives
 94.5 / 95.2 at a KL of 6.1, so the gain does not come from ignoring ``z``.
 
+On images (``--data shapes``, `IMAGE_PRESET`): a conv VAE of widths 32, 64, 128, 10 latents,
+beta 4, a learned-scale Gaussian decoder and a KL warm-up of 500 steps (an ``l1`` decoder starts
+as a Gaussian, see [`WarmupELBO`][probgen.models.vae.vae.WarmupELBO]). Measured (2,000 steps,
+186 s on 2 shared cores): test pixel MSE 0.0014, KL 44.2 nats; at 1,000 steps mse / l1 / bce
+give KL 32.3 / 26.6 / 7.9 nats (an l1 decoder without the warm-up: 0.09, all black). Draws from
+``p(z)`` decode to blobs; draws from a mixture fitted to the codes
+([`ex_post_samples`][probgen.models.vae.latent.ex_post_samples]) to shapes.
+
 Examples:
     >>> from probgen.models.family import train
     >>> run = train("vae", fast=True, progress=False, latent_dim=4)
