@@ -18,7 +18,7 @@
   a control, the same edit along random directions of the same length: a blurry decoder turns
   squares into "circles" whichever way the code is pushed, and the control shows it.
 
-Measured (the `probgen train vae --data shapes` defaults, 2,000 steps, the 131 squares of the
+Measured (the `probgen train vae --data shapes` defaults, 2,000 steps, the 108 squares of the
 test split, tutorial 06): the reconstructions keep 96% of the squares square; the square -> circle
 direction turns 4% into circles at strength 1 (9% at 2, 7% at 4), no more than the random control
 (6%, 8%, 12%). The class-mean direction does not carry the shape on these models: a square and a
