@@ -5,13 +5,25 @@
   code of one image with that coordinate swept (a disentangled code changes one factor a row).
 - [`interpolations`][probgen.models.vae.latent.interpolations]: the pixel cross-fade
   ``(1 - t) x1 + t x2`` above the decoded latent path ``decode((1 - t) z1 + t z2)``.
+- [`ex_post_samples`][probgen.models.vae.latent.ex_post_samples]: decoded draws from a Gaussian
+  mixture fitted to the training codes instead of ``p(z)``: a code that carries many nats leaves
+  holes in the prior, where a decoder blends shapes into blobs.
 - [`attribute_arithmetic`][probgen.models.vae.latent.attribute_arithmetic]: the direction
   ``mean z(target) - mean z(source)`` over labelled training images (White 2016, "Sampling
   generative networks"; Larsen et al. 2016), added to the codes of held-out source images, and
   the share of the decoded edits that now show the target, read off by
   [`match_factor`][probgen.data.shapes.match_factor] (the renderer's own factor, not a
   classifier trained on the VAE's outputs). The share of plain reconstructions that still show
-  the source is reported beside it: an edit is only as good as the code it starts from.
+  the source is reported beside it: an edit is only as good as the code it starts from. So is
+  a control, the same edit along random directions of the same length: a blurry decoder turns
+  squares into "circles" whichever way the code is pushed, and the control shows it.
+
+Measured (the `probgen train vae --data shapes` defaults, 2,000 steps, the 108 squares of the
+test split, tutorial 06): the reconstructions keep 96% of the squares square; the square -> circle
+direction turns 4% into circles at strength 1 (9% at 2, 7% at 4), no more than the random control
+(6%, 8%, 12%). The class-mean direction does not carry the shape on these models: a square and a
+circle of the same size differ in a few corner pixels, and the code stores the
+shape non-linearly (blurrier models, e.g. ``scale=0.2``, read as circles after *any* push).
 
 Examples:
     >>> from probgen.data.shapes import make_shapes
@@ -22,8 +34,10 @@ Examples:
     >>> traversal_grid(vae, data.images[0], torch.linspace(-2, 2, 5)).shape
     torch.Size([20, 3, 32, 32])
     >>> res = attribute_arithmetic(vae, data.images, data.factors, data.images, data.factors)
-    >>> sorted(res)
-    ['direction', 'edit_rate', 'edited', 'originals', 'reconstruction_rate', 'strength']
+    >>> sorted(res)[:4]
+    ['control_rate', 'direction', 'edit_rate', 'edited']
+    >>> sorted(res)[4:]
+    ['originals', 'reconstruction_rate', 'strength']
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ from probgen.data.shapes import FACTORS, match_factor
 from probgen.errors import ProbgenError
 from probgen.models.vae.vae import VAE
 
-__all__ = ["traversal_grid", "interpolations", "attribute_arithmetic"]
+__all__ = ["traversal_grid", "interpolations", "attribute_arithmetic", "ex_post_samples"]
 
 
 @torch.no_grad()
@@ -64,7 +78,7 @@ def interpolations(vae: VAE, x1: torch.Tensor, x2: torch.Tensor,
 def attribute_arithmetic(vae: VAE, train_images: torch.Tensor, train_factors: torch.Tensor,
                          test_images: torch.Tensor, test_factors: torch.Tensor,
                          factor: str = "shape", source: int = 0, target: int = 1,
-                         strength: float = 1.0) -> dict[str, Any]:
+                         strength: float = 1.0, seed: int = 0) -> dict[str, Any]:
     """Turn held-out ``source`` images into ``target`` ones by a latent direction, and measure it.
 
     The direction is the mean code of the training images whose ``factor`` is ``target``
@@ -73,7 +87,10 @@ def attribute_arithmetic(vae: VAE, train_images: torch.Tensor, train_factors: to
     ``source``; ``edit_rate`` is the share of decoded edits that
     [`match_factor`][probgen.data.shapes.match_factor] reads as ``target`` (the other factors as
     the test image had them), ``reconstruction_rate`` the share of unedited reconstructions
-    still read as ``source``. ``originals`` / ``edited`` are the images (in [0, 1]).
+    still read as ``source``, ``control_rate`` the share read as ``target`` after adding a
+    random direction of the same length instead (a fresh one per image, drawn from ``seed``):
+    an edit rate means something only well above it. ``originals`` / ``edited`` are the
+    images (in [0, 1]).
     """
     if factor not in FACTORS:
         raise ProbgenError(f"factor: unknown {factor!r}; choose one of {', '.join(FACTORS)}")
@@ -95,6 +112,10 @@ def attribute_arithmetic(vae: VAE, train_images: torch.Tensor, train_factors: to
     z = vae.encode(x)
     recon = vae.to_unit(vae.decode(z)).cpu()
     edited = vae.to_unit(vae.decode(z + strength * direction)).cpu()
+    gen = torch.Generator().manual_seed(seed)
+    rand = torch.randn(z.shape, generator=gen).to(z)  # one random direction per image
+    rand = rand * direction.norm() / rand.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    control = vae.to_unit(vae.decode(z + strength * rand)).cpu()
     return {
         "direction": direction.cpu(),
         "strength": strength,
@@ -102,4 +123,41 @@ def attribute_arithmetic(vae: VAE, train_images: torch.Tensor, train_factors: to
         "edited": edited,
         "edit_rate": float((match_factor(edited, f, factor) == target).float().mean()),
         "reconstruction_rate": float((match_factor(recon, f, factor) == source).float().mean()),
+        "control_rate": float((match_factor(control, f, factor) == target).float().mean()),
     }
+
+
+@torch.no_grad()
+def ex_post_samples(vae: VAE, x: torch.Tensor, n: int, components: int = 20,
+                    seed: int = 0) -> torch.Tensor:
+    """``n`` decoded samples (in [0, 1]) from a full-covariance Gaussian mixture of
+    ``components`` components fitted to the posterior means of ``x``: ex-post density
+    estimation (Ghosh et al. 2020, "From variational to deterministic autoencoders"). The
+    fitted mixture is a new prior for the same decoder; where the aggregate posterior is far
+    from ``p(z)`` (a KL of tens of nats per image) its samples land where the decoder was
+    trained, and draws from ``p(z)`` do not.
+
+    Examples:
+        >>> from probgen.models.vae.vae import VAE
+        >>> vae = VAE((3, 8, 8), 2, arch="conv", hidden=(4,), likelihood="mse", num_levels=None)
+        >>> ex_post_samples(vae, torch.rand(30, 3, 8, 8), 5, components=2).shape
+        torch.Size([5, 3, 8, 8])
+    """
+    from sklearn.mixture import GaussianMixture
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ProbgenError(f"n: must be a positive integer, got {n!r}")
+    if not 1 <= components <= len(x):
+        raise ProbgenError(f"components: must be in [1, {len(x)}] (one per example at most), "
+                           f"got {components}")
+    was = vae.training
+    vae.eval()
+    try:
+        z = vae.encode(x).cpu().double().numpy()
+        mix = GaussianMixture(components, covariance_type="full", random_state=seed).fit(z)
+        codes, _ = mix.sample(n)
+        codes = torch.as_tensor(codes, dtype=torch.float32)[torch.randperm(
+            n, generator=torch.Generator().manual_seed(seed))]
+        return vae.to_unit(vae.decode(codes)).cpu()
+    finally:
+        vae.train(was)

@@ -36,7 +36,7 @@ Examples:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro.distributions as dist
 import torch
@@ -266,9 +266,14 @@ class Decoder(nn.Module):
         shape = (*self.data_shape, self.k) if self.k > 1 else self.data_shape
         return out.reshape(*batch, *shape)
 
+    #: a switch the VAE's warm-up sets: while it returns True an ``l1`` decoder is a Gaussian
+    warming: Callable[[], bool] | None = None
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
-        return likelihood_dist(self.likelihood, self.raw(z, y), self.log_scale.exp(),
-                               len(self.data_shape))
+        lik = self.likelihood
+        if lik == "l1" and self.warming is not None and self.warming():
+            lik = "mse"
+        return likelihood_dist(lik, self.raw(z, y), self.log_scale.exp(), len(self.data_shape))
 
     def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The mean image: expected level (categorical), probability, or location."""

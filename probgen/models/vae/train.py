@@ -11,6 +11,14 @@ guides), -ELBO 87.0, KL 6.4 nats. The factorised categorical decoder
 (``--set likelihood=categorical``) gives
 94.5 / 95.2 at a KL of 6.1, so the gain does not come from ignoring ``z``.
 
+On images (``--data shapes``, `IMAGE_PRESET`): a conv VAE of widths 32, 64, 128, 10 latents,
+beta 4, a learned-scale Gaussian decoder and a KL warm-up of 500 steps (an ``l1`` decoder starts
+as a Gaussian, see [`WarmupELBO`][probgen.models.vae.vae.WarmupELBO]). Measured (2,000 steps,
+186 s on 2 shared cores): test pixel MSE 0.0014, KL 44.2 nats; at 1,000 steps mse / l1 / bce
+give KL 32.3 / 26.6 / 7.9 nats (an l1 decoder without the warm-up: 0.09, all black). Draws from
+``p(z)`` decode to blobs; draws from a mixture fitted to the codes
+([`ex_post_samples`][probgen.models.vae.latent.ex_post_samples]) to shapes.
+
 Examples:
     >>> from probgen.models.family import train
     >>> run = train("vae", fast=True, progress=False, latent_dim=4)
@@ -60,6 +68,7 @@ class VAEConfig(RunConfig):
     num_components: int = option(100, "components of a mixture / VampPrior")
     objective: Literal["elbo", "iwae"] = option("elbo", "training objective")
     beta: float = option(1.0, "KL weight of the ELBO (beta > 1: beta-VAE)")
+    kl_warmup: int = option(0, "steps over which the KL weight ramps up to beta (0: none)")
     num_samples: int = option(1, "samples per example (ELBO particles, IWAE's K)")
     dropout: float = option(0.0, "dropout in encoder and decoder")
     weight_decay: float = option(0.0, "AdamW weight decay (0: Adam)")
@@ -79,6 +88,10 @@ class VAEConfig(RunConfig):
             raise ConfigError("beta, weight_decay, refine_steps: must be >= 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.kl_warmup < 0:
+            raise ConfigError(f"kl_warmup: must be >= 0, got {self.kl_warmup}")
+        if self.objective == "iwae" and self.kl_warmup:
+            raise ConfigError("kl_warmup: IWAE has no KL weighting; use objective=elbo")
         if self.objective == "iwae" and self.beta != 1.0:
             raise ConfigError("beta: IWAE has no beta weighting; use objective=elbo")
 
@@ -255,7 +268,7 @@ def _build(config: VAEConfig, shape: tuple[int, ...], levels: int | None,
                arch=config.arch, hidden=config.hidden, prior=config.prior,
                num_components=config.num_components, prior_init=prior_init,
                objective=config.objective, beta=config.beta, num_samples=config.num_samples,
-               dropout=config.dropout, scale=config.scale)
+               dropout=config.dropout, scale=config.scale, kl_warmup=config.kl_warmup)
 
 
 def _fit(config: VAEConfig, splits: DataSplits, ctx: TrainContext) -> VAERun:
@@ -358,9 +371,9 @@ def _load(run_dir: Path, config: VAEConfig, data: dict[str, Any]) -> VAERun:
 #: the defaults on images (``--data shapes``, image folders): a conv VAE with a calibrated
 #: (learned-scale) Gaussian decoder, see the module docstring
 IMAGE_PRESET: dict[str, Any] = {
-    "arch": "conv", "hidden": (16, 32, 64), "latent_dim": 10, "likelihood": "mse",
-    "scale": None, "batch_size": 64, "steps": 2000, "lr": 1e-3, "val_every": 250,
-    "patience": None, "eval_samples": 20, "refine_steps": 0}
+    "arch": "conv", "hidden": (32, 64, 128), "latent_dim": 10, "likelihood": "mse",
+    "scale": None, "beta": 4.0, "kl_warmup": 500, "batch_size": 64, "steps": 2000, "lr": 1e-3,
+    "val_every": 250, "patience": None, "eval_samples": 20, "refine_steps": 0}
 
 FAMILY = Family(
     name="vae",
@@ -374,5 +387,6 @@ FAMILY = Family(
     presets={"images": IMAGE_PRESET},
     fast={"*": {"steps": 60, "val_every": 20, "refine_steps": 5, "eval_samples": 20},
           "images": {"steps": 30, "val_every": 10, "refine_steps": 0, "eval_samples": 5,
+                     "kl_warmup": 10,
                      "hidden": (8, 16, 32)}},
 )
