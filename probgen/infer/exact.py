@@ -480,15 +480,13 @@ _SPARSE_COLUMN = 256
 _BFactor = tuple[np.ndarray, tuple[str, ...], bool]
 
 
-def _product(factors: Sequence[_BFactor], axes: Sequence[str], n_rows: int) -> np.ndarray:
-    """The product of ``factors`` as an array over ``axes`` (+ the record axis, last, when a
-    factor is batched), by broadcasting: each factor is a view with its axes permuted into
-    ``axes`` order and unit axes for the variables it lacks."""
+def _views(factors: Sequence[_BFactor], axes: Sequence[str], n_rows: int) -> list[np.ndarray]:
+    """Each factor as a view over ``axes`` (+ the record axis, last, when any factor is
+    batched): its axes permuted into ``axes`` order, unit axes for the variables it lacks."""
     pos = {u: i for i, u in enumerate(axes)}
     batched = any(f[2] for f in factors)
-    out = None
-    # the small tables without the record axis first, the batched ones last
-    for arr, scope, b in sorted(factors, key=lambda f: f[2]):
+    out = []
+    for arr, scope, b in factors:
         perm = sorted(range(len(scope)), key=lambda i: pos[scope[i]])
         shape = [1] * len(axes)
         for i in perm:
@@ -498,9 +496,43 @@ def _product(factors: Sequence[_BFactor], axes: Sequence[str], n_rows: int) -> n
             shape.append(n_rows)
         elif batched:
             shape.append(1)
-        view = arr.transpose(perm).reshape(shape)
-        out = view if out is None else out * view
-    assert out is not None
+        out.append(arr.transpose(perm).reshape(shape))
+    return out
+
+
+def _multiply(views: Sequence[np.ndarray]) -> np.ndarray:
+    """Broadcast product, smallest operands first (so small partial products stay small)."""
+    views = sorted(views, key=lambda a: a.size)
+    out = views[0]
+    for w in views[1:]:
+        out = out * w
+    return out
+
+
+def _sum_product(factors: Sequence[_BFactor], v: str, scope: Sequence[str],
+                 n_rows: int) -> np.ndarray:
+    """``sum_v prod(factors)`` over ``scope`` (+ the record axis, last, when batched).
+
+    The batched factors are multiplied together, the unbatched (small) ones together, and
+    the two partial products meet in one multiply-add per state of ``v``, so the product
+    over all the variables is never stored whole."""
+    views = _views(factors, [v, *scope], n_rows)
+    rows = [w for w, f in zip(views, factors) if f[2]]
+    small = [w for w, f in zip(views, factors) if not f[2]]
+    if not small:
+        rows.sort(key=lambda a: a.size)
+        small = rows[-1:]
+        rows = rows[:-1]
+    if not rows:
+        return _multiply(small).sum(axis=0)
+    a, b = _multiply(rows), _multiply(small)
+    if a.shape[0] == 1:
+        return a[0] * b.sum(axis=0)
+    if b.shape[0] == 1:
+        return a.sum(axis=0) * b[0]
+    out = a[0] * b[0]
+    for s in range(1, a.shape[0]):
+        out += a[s] * b[s]
     return out
 
 
@@ -536,7 +568,7 @@ def _eliminate_batched(
                 f"{len(scope) + 1 + batched} variables (limit {max_bytes / 2**30:.1f} GiB); "
                 "query fewer variables or give more evidence"
             )
-        new = _product(involved, [v, *scope], n_rows).sum(axis=0)
+        new = _sum_product(involved, v, scope, n_rows)
         live[next_id] = (new, tuple(scope), batched)
         for u in scope:
             bucket[u].append(next_id)
@@ -599,7 +631,7 @@ def _batch_table(
         factors.append((table[:, x], (v,), True))
     rest = _eliminate_batched(c, factors, set(variables), n_rows, max_bytes)
     rest.append((np.ones(n_rows), (), True))
-    table = _product(rest, list(variables), n_rows)
+    table = _multiply(_views(rest, list(variables), n_rows))
     table = np.ascontiguousarray(np.moveaxis(table, -1, 0))  # (rows, *cards)
     return c, table
 
