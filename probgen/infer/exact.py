@@ -427,9 +427,9 @@ def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
     """Column -> integer state codes, -1 where unobserved (None/NaN).
 
     Sparse evidence (each record observes a few variables) is read from one object array:
-    a column with few observed values is coded by dictionary look-ups of just those values,
-    a dense one by pandas' hashing (``get_indexer``); the per-column pandas calls, not the
-    look-ups, are what costs on a wide table.
+    the observed values of all the columns with few of them are coded in one pass of
+    dictionary look-ups, a dense column by pandas' hashing (``get_indexer``); per-column
+    pandas calls, not the look-ups, are what costs on a wide table.
     """
     import pandas as pd
 
@@ -441,34 +441,38 @@ def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
         if col not in c.card:
             raise EvidenceError(f"unknown evidence variable {col!r} (a DataFrame column)"
                                 f"{_known(c)}")
+    columns = list(evidence.columns)
     values = evidence.to_numpy(dtype=object)  # (rows, columns)
-    missing = pd.isna(values)
-    codes = {}
-    for j, col in enumerate(evidence.columns):
-        seen = np.flatnonzero(~missing[:, j])
-        code = np.full(len(evidence), -1, dtype=np.int64)
-        if len(seen) <= _SPARSE_COLUMN:
-            lookup = c.lookup[col]
-            code[seen] = [lookup.get(v, -2) if type(v) is str else _code_of(c, col, v)
-                          for v in values[seen, j]]
-        else:
-            present = pd.Series(values[seen, j])
-            if not all(isinstance(v, str) for v in present.iloc[:1]):
-                if present.map(lambda v: isinstance(v, float | np.floating)).all() and \
-                        np.all(np.mod(present.to_numpy(dtype=float), 1) == 0):
-                    present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
-                present = present.astype(str)
-            found = pd.Index([str(st) for st in c.states[col]]).get_indexer(present)
-            code[seen] = np.where(found < 0, -2, found)
-        bad = np.flatnonzero(code == -2)
-        if bad.size:
-            row = int(bad[0])
-            raise EvidenceError(
-                f"unknown state {evidence[col].iloc[row]!r} of variable {col!r} in row {row}; "
-                f"its states are {c.states[col]}"
-            )
-        codes[col] = code
-    return codes
+    seen = ~pd.isna(values)
+    sparse = seen.sum(axis=0) <= _SPARSE_COLUMN
+    codes = np.full((len(columns), len(evidence)), -1, dtype=np.int64)  # (columns, rows)
+    # the sparse columns together: one dictionary look-up per observed value
+    rows, cols = np.nonzero(seen & sparse)
+    lookups = [c.lookup[col] for col in columns]
+    codes[cols, rows] = [
+        lookups[j].get(v, -2) if type(v) is str else _code_of(c, columns[j], v)
+        for v, j in zip(values[rows, cols].tolist(), cols.tolist())
+    ]
+    for j in np.flatnonzero(~sparse):  # dense columns: pandas' hashing
+        col = columns[j]
+        where = np.flatnonzero(seen[:, j])
+        present = pd.Series(values[where, j])
+        if not all(isinstance(v, str) for v in present.iloc[:1]):
+            if present.map(lambda v: isinstance(v, float | np.floating)).all() and \
+                    np.all(np.mod(present.to_numpy(dtype=float), 1) == 0):
+                present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
+            present = present.astype(str)
+        found = pd.Index([str(st) for st in c.states[col]]).get_indexer(present)
+        codes[j, where] = np.where(found < 0, -2, found)
+    if (codes == -2).any():
+        j = int(np.flatnonzero((codes == -2).any(axis=1))[0])
+        row = int(np.flatnonzero(codes[j] == -2)[0])
+        col = columns[j]
+        raise EvidenceError(
+            f"unknown state {evidence[col].iloc[row]!r} of variable {col!r} in row {row}; "
+            f"its states are {c.states[col]}"
+        )
+    return {col: codes[j] for j, col in enumerate(columns)}
 
 
 #: Columns with at most this many observed values are coded value by value.
