@@ -35,6 +35,21 @@ def test_column_not_summing_to_one_is_refused_not_renormalised():
                    parent_states={"A": ["x", "y"]})
 
 
+def test_tabular_values_are_an_immutable_copy_validated_again_when_tol_changes():
+    user = np.array([[0.3, 0.8], [0.7, 0.2]])
+    cpd = TabularCPD("B", user, parents=["A"], parent_cards=[2])
+    assert user.flags.writeable  # the caller's array is copied, not frozen
+    user[0, 0] = 5.0
+    assert cpd.values[0, 0] == 0.3
+    with pytest.raises(ValueError):
+        cpd.factor()[0, 0] = 5.0  # the stored table is read-only
+    bn = BayesNet.from_cpds([TabularCPD("A", [0.5, 0.5]), cpd])
+    bn.check()
+    cpd.tol = -1.0  # no column sums to 1 within a negative tolerance: check() re-validates
+    with pytest.raises(CPDError, match="column"):
+        bn.check()
+
+
 def test_negative_entries_are_refused():
     with pytest.raises(CPDError, match="'A'.*negative"):
         TabularCPD("A", [1.2, -0.2])

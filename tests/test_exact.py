@@ -102,6 +102,28 @@ def test_query_batch_matches_single_queries_and_handles_missing():
         np.testing.assert_allclose(post[i].numpy(), single, atol=TOL)
 
 
+def test_query_batch_dense_and_sparse_columns_and_barren_slack_nodes():
+    # hepar2 has CPDs whose columns sum to 1 only up to ~1e-8 (barren in some rows only, so
+    # they must count as exactly 1 there); one column observed in every row takes the dense
+    # coding path, the rest the sparse one
+    model = pgmpy_example("hepar2")
+    bn = BayesNet.from_pgmpy(model)
+    rows = bn.sample(300, seed=1)
+    rng = np.random.default_rng(1)
+    dense = "sex"
+    others = [n for n in bn.nodes if n not in ("Cirrhosis", dense)]
+    records = []
+    for i in range(300):
+        rec = {v: rows.iloc[i][v] for v in rng.choice(others, size=3, replace=False)}
+        rec[dense] = rows.iloc[i][dense]
+        records.append(rec)
+    post = bn.query_batch(["Cirrhosis"], pd.DataFrame(records))
+    ve = _ve(model)
+    for i in range(0, 300, 10):
+        expect = _pgmpy_query(ve, ["Cirrhosis"], records[i]).values
+        np.testing.assert_allclose(post[i].numpy(), expect, rtol=0, atol=1e-12)
+
+
 def test_query_batch_with_none_values_and_integer_states():
     rng = np.random.default_rng(4)
     bn = random_network(rng, 5)

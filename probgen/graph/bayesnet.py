@@ -240,7 +240,11 @@ class BayesNet:
                     f"CPD of {n!r} has parents {sorted(cpd.parents)} but the graph gives "
                     f"{sorted(self.graph.predecessors(n))}"
                 )
-            cpd.validate()
+            # a tabular CPD's values are read-only and validated when it is built: validate
+            # again only CPDs without that mark or whose tolerance changed since
+            mark = getattr(cpd, "_validated_tol", None)
+            if mark is None or mark != cpd.tol:
+                cpd.validate()
             if isinstance(cpd, TabularCPD):
                 for p in cpd.parents:
                     pc = self._cpds.get(p)

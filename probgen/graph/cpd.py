@@ -105,7 +105,7 @@ class TabularCPD(CPD):
             raise CPDError(f"CPD of {variable!r} lists a parent twice: {list(self.parents)}")
         if variable in self.parents:
             raise CPDError(f"CPD of {variable!r} lists itself as a parent")
-        arr = np.asarray(values, dtype=np.float64)
+        arr = np.array(values, dtype=np.float64)  # an own copy, made read-only below
         if arr.ndim == 1:
             arr = arr.reshape(-1, 1)
         if arr.ndim != 2:
@@ -131,8 +131,10 @@ class TabularCPD(CPD):
                 f"CPD of {variable!r}: values have {arr.shape[1]} columns but parents "
                 f"{list(self.parents)} with cardinalities {cards} need {expected_cols}"
             )
+        arr.setflags(write=False)  # immutable, so the validation below holds for good
         self._values = arr
         self.validate()
+        self._validated_tol = tol
 
     def _parent_states(self, parent_states, parent_cards) -> dict[str, list[Hashable]]:
         if parent_states is not None:

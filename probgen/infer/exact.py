@@ -58,10 +58,19 @@ class _Compiled:
     card: dict[str, int]
     factors: dict[str, Factor]
     ancestors: dict[str, frozenset[str]]
-    rank: dict[str, int]  # position in the global elimination order
     descendants: dict[str, frozenset[str]]  # each node and its descendants
     # for nodes whose columns sum to 1 only up to rounding: (column sums, table / sums)
     sums: dict[str, tuple[np.ndarray, np.ndarray]]
+    _rank: dict[str, int] | None = None
+
+    @property
+    def rank(self) -> dict[str, int]:
+        """Position of each variable in the global elimination order (built on first use:
+        only ``map_query`` needs it)."""
+        if self._rank is None:
+            order = greedy_order([f[1] for f in self.factors.values()], self.card)[0]
+            self._rank = {v: i for i, v in enumerate(order)}
+        return self._rank
 
 
 def _compile(bn: BayesNet) -> _Compiled:
@@ -90,7 +99,6 @@ def _compile(bn: BayesNet) -> _Compiled:
         for p in bn.graph.predecessors(n):
             acc |= ancestors[p]
         ancestors[n] = frozenset(acc)
-    rank = {v: i for i, v in enumerate(greedy_order([f[1] for f in factors.values()], card)[0])}
     descendants: dict[str, frozenset[str]] = {}
     for n in reversed(order):
         acc = {n}
@@ -102,8 +110,8 @@ def _compile(bn: BayesNet) -> _Compiled:
         s = arr.sum(axis=0)
         if np.abs(s - 1.0).max() > 1e-13:
             sums[n] = (s, arr / s)
-    compiled = _Compiled(key, order, states, lookup, card, factors, ancestors, rank,
-                         descendants, sums)
+    compiled = _Compiled(key, order, states, lookup, card, factors, ancestors, descendants,
+                         sums)
     bn._exact_cache = compiled  # type: ignore[attr-defined]
     return compiled
 
@@ -419,9 +427,9 @@ def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
     """Column -> integer state codes, -1 where unobserved (None/NaN).
 
     Sparse evidence (each record observes a few variables) is read from one object array:
-    a column with few observed values is coded by dictionary look-ups of just those values,
-    a dense one by pandas' hashing (``get_indexer``); the per-column pandas calls, not the
-    look-ups, are what costs on a wide table.
+    the observed values of all the columns with few of them are coded in one pass of
+    dictionary look-ups, a dense column by pandas' hashing (``get_indexer``); per-column
+    pandas calls, not the look-ups, are what costs on a wide table.
     """
     import pandas as pd
 
@@ -433,38 +441,144 @@ def _evidence_codes(c: _Compiled, evidence: Any) -> dict[str, np.ndarray]:
         if col not in c.card:
             raise EvidenceError(f"unknown evidence variable {col!r} (a DataFrame column)"
                                 f"{_known(c)}")
+    columns = list(evidence.columns)
     values = evidence.to_numpy(dtype=object)  # (rows, columns)
-    missing = pd.isna(values)
-    codes = {}
-    for j, col in enumerate(evidence.columns):
-        seen = np.flatnonzero(~missing[:, j])
-        code = np.full(len(evidence), -1, dtype=np.int64)
-        if len(seen) <= _SPARSE_COLUMN:
-            lookup = c.lookup[col]
-            code[seen] = [lookup.get(v, -2) if type(v) is str else _code_of(c, col, v)
-                          for v in values[seen, j]]
-        else:
-            present = pd.Series(values[seen, j])
-            if not all(isinstance(v, str) for v in present.iloc[:1]):
-                if present.map(lambda v: isinstance(v, float | np.floating)).all() and \
-                        np.all(np.mod(present.to_numpy(dtype=float), 1) == 0):
-                    present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
-                present = present.astype(str)
-            found = pd.Index([str(st) for st in c.states[col]]).get_indexer(present)
-            code[seen] = np.where(found < 0, -2, found)
-        bad = np.flatnonzero(code == -2)
-        if bad.size:
-            row = int(bad[0])
-            raise EvidenceError(
-                f"unknown state {evidence[col].iloc[row]!r} of variable {col!r} in row {row}; "
-                f"its states are {c.states[col]}"
-            )
-        codes[col] = code
-    return codes
+    seen = ~pd.isna(values)
+    sparse = seen.sum(axis=0) <= _SPARSE_COLUMN
+    codes = np.full((len(columns), len(evidence)), -1, dtype=np.int64)  # (columns, rows)
+    # the sparse columns together: one dictionary look-up per observed value
+    rows, cols = np.nonzero(seen & sparse)
+    lookups = [c.lookup[col] for col in columns]
+    codes[cols, rows] = [
+        lookups[j].get(v, -2) if type(v) is str else _code_of(c, columns[j], v)
+        for v, j in zip(values[rows, cols].tolist(), cols.tolist())
+    ]
+    for j in np.flatnonzero(~sparse):  # dense columns: pandas' hashing
+        col = columns[j]
+        where = np.flatnonzero(seen[:, j])
+        present = pd.Series(values[where, j])
+        if not all(isinstance(v, str) for v in present.iloc[:1]):
+            if present.map(lambda v: isinstance(v, float | np.floating)).all() and \
+                    np.all(np.mod(present.to_numpy(dtype=float), 1) == 0):
+                present = present.astype(np.int64)  # 1.0 -> "1" when NaN made it float
+            present = present.astype(str)
+        found = pd.Index([str(st) for st in c.states[col]]).get_indexer(present)
+        codes[j, where] = np.where(found < 0, -2, found)
+    if (codes == -2).any():
+        j = int(np.flatnonzero((codes == -2).any(axis=1))[0])
+        row = int(np.flatnonzero(codes[j] == -2)[0])
+        col = columns[j]
+        raise EvidenceError(
+            f"unknown state {evidence[col].iloc[row]!r} of variable {col!r} in row {row}; "
+            f"its states are {c.states[col]}"
+        )
+    return {col: codes[j] for j, col in enumerate(columns)}
 
 
 #: Columns with at most this many observed values are coded value by value.
 _SPARSE_COLUMN = 256
+
+
+#: A factor of a batched query: (array, scope, batched); a batched array has one more,
+#: last axis, the record index.
+_BFactor = tuple[np.ndarray, tuple[str, ...], bool]
+
+
+def _views(factors: Sequence[_BFactor], axes: Sequence[str], n_rows: int) -> list[np.ndarray]:
+    """Each factor as a view over ``axes`` (+ the record axis, last, when any factor is
+    batched): its axes permuted into ``axes`` order, unit axes for the variables it lacks."""
+    pos = {u: i for i, u in enumerate(axes)}
+    batched = any(f[2] for f in factors)
+    out = []
+    for arr, scope, b in factors:
+        perm = sorted(range(len(scope)), key=lambda i: pos[scope[i]])
+        shape = [1] * len(axes)
+        for i in perm:
+            shape[pos[scope[i]]] = arr.shape[i]
+        if b:
+            perm.append(len(scope))
+            shape.append(n_rows)
+        elif batched:
+            shape.append(1)
+        out.append(arr.transpose(perm).reshape(shape))
+    return out
+
+
+def _multiply(views: Sequence[np.ndarray]) -> np.ndarray:
+    """Broadcast product, smallest operands first (so small partial products stay small)."""
+    views = sorted(views, key=lambda a: a.size)
+    out = views[0]
+    for w in views[1:]:
+        out = out * w
+    return out
+
+
+def _sum_product(factors: Sequence[_BFactor], v: str, scope: Sequence[str],
+                 n_rows: int) -> np.ndarray:
+    """``sum_v prod(factors)`` over ``scope`` (+ the record axis, last, when batched).
+
+    The batched factors are multiplied together, the unbatched (small) ones together, and
+    the two partial products meet in one multiply-add per state of ``v``, so the product
+    over all the variables is never stored whole."""
+    views = _views(factors, [v, *scope], n_rows)
+    rows = [w for w, f in zip(views, factors) if f[2]]
+    small = [w for w, f in zip(views, factors) if not f[2]]
+    if not small:
+        rows.sort(key=lambda a: a.size)
+        small = rows[-1:]
+        rows = rows[:-1]
+    if not rows:
+        return _multiply(small).sum(axis=0)
+    a, b = _multiply(rows), _multiply(small)
+    if a.shape[0] == 1:
+        return a[0] * b.sum(axis=0)
+    if b.shape[0] == 1:
+        return a.sum(axis=0) * b[0]
+    out = a[0] * b[0]
+    for s in range(1, a.shape[0]):
+        out += a[s] * b[s]
+    return out
+
+
+def _eliminate_batched(
+    c: _Compiled, factors: list[_BFactor], keep: set[str], n_rows: int, max_bytes: float
+) -> list[_BFactor]:
+    """Sum out every variable not in ``keep`` from batched factors (the greedy order, the
+    record axis counted as a variable of ``n_rows`` states); returns the remaining factors."""
+    batch = "__row__"
+    card = {**c.card, batch: n_rows}
+    scopes = [(*s, batch) if b else s for _, s, b in factors]
+    order = elimination_order(scopes, card, keep | {batch})
+    bucket: dict[str, list[int]] = {}
+    live: dict[int, _BFactor] = {}
+    for i, f in enumerate(factors):
+        live[i] = f
+        for v in f[1]:
+            bucket.setdefault(v, []).append(i)
+    next_id = len(factors)
+    for v in order:
+        ids = [i for i in bucket.get(v, ()) if i in live]
+        if not ids:
+            continue
+        involved = [live.pop(i) for i in ids]
+        scope: list[str] = []
+        for _, s, _ in involved:
+            scope.extend(u for u in s if u != v and u not in scope)
+        batched = any(f[2] for f in involved)
+        size = 8 * card[v] * math.prod(card[u] for u in scope) * (n_rows if batched else 1)
+        if size > max_bytes:
+            raise QueryTooLargeError(
+                f"eliminating {v!r} needs a table of {size / 2**30:.1f} GiB over "
+                f"{len(scope) + 1 + batched} variables (limit {max_bytes / 2**30:.1f} GiB); "
+                "query fewer variables or give more evidence"
+            )
+        new = _sum_product(involved, v, scope, n_rows)
+        live[next_id] = (new, tuple(scope), batched)
+        for u in scope:
+            bucket[u].append(next_id)
+        next_id += 1
+    return list(live.values())
+
 
 
 def _batch_table(
@@ -485,13 +599,15 @@ def _batch_table(
     relevant: set[str] = set()
     for v in (*variables, *observed):
         relevant |= c.ancestors[v]
-    batch = "__row__"
-    factors = []
+    # Batched factors carry the record axis last (contiguous), so every product below is a
+    # broadcast multiply whose inner loop runs over the records.
+    factors: list[_BFactor] = []
     for n in c.nodes:
         if n not in relevant:
             continue
+        arr, scope = c.factors[n]
         if n not in c.sums:
-            factors.append(c.factors[n])
+            factors.append((arr, scope, False))
             continue
         # A node none of whose descendants is queried or observed in a row is barren for
         # that row: single queries prune it, so it must count as exactly 1 there even when
@@ -502,26 +618,25 @@ def _batch_table(
         else:
             for v in c.descendants[n] & set(observed):
                 active |= codes[v] >= 0
-        arr, scope = c.factors[n]
         colsum, normalised = c.sums[n]
         if active.all():
-            factors.append((arr, scope))
+            factors.append((arr, scope, False))
         elif not active.any():
-            factors.append((normalised, scope))
+            factors.append((normalised, scope, False))
         else:
-            factors.append((normalised, scope))
-            weight = np.where(active.reshape(-1, *[1] * colsum.ndim), colsum, 1.0)
-            factors.append((weight, (batch, *scope[1:])))
+            factors.append((normalised, scope, False))
+            weight = np.where(active, colsum[..., None], 1.0)  # (*parent cards, rows)
+            factors.append((weight, scope[1:], True))
     for v, x in observed.items():
-        # row s of [identity; ones] is the indicator of state s; code -1 (unobserved) picks
-        # the last row, all ones
-        table = np.ones((c.card[v] + 1, c.card[v]))
-        table[:-1] = np.eye(c.card[v])
-        factors.append((table[x], (batch, v)))
-    card = {**c.card, batch: n_rows}
-    rest = _eliminate(c, factors, {batch, *variables}, max_bytes, card=card)
-    rest.append((np.ones(n_rows), (batch,)))
-    table = _einsum(rest, [batch, *variables])
+        # column s of [identity, ones] is the indicator of state s; code -1 (unobserved)
+        # picks the last column, all ones
+        table = np.ones((c.card[v], c.card[v] + 1))
+        table[:, :-1] = np.eye(c.card[v])
+        factors.append((table[:, x], (v,), True))
+    rest = _eliminate_batched(c, factors, set(variables), n_rows, max_bytes)
+    rest.append((np.ones(n_rows), (), True))
+    table = _multiply(_views(rest, list(variables), n_rows))
+    table = np.ascontiguousarray(np.moveaxis(table, -1, 0))  # (rows, *cards)
     return c, table
 
 
