@@ -20,15 +20,15 @@ def plot_players(history: list[dict[str, Any]], path: str | os.PathLike,
                  title: str = "the two players") -> Path:
     """Generator loss (``loss``, per example) and discriminator loss (``d_loss``) per logged step,
     and the discriminator's mean scores on real and fake examples when logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure: no pyplot state and no backend switch (the caller's, e.g. a notebook's
+    # inline backend, is left alone)
+    from matplotlib.figure import Figure
 
     from probgen.metrics.grids import _write_figure
 
     steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    fig = Figure(figsize=(8, 3))
+    axes = fig.subplots(1, 2)
     axes[0].plot(steps, [h.get("loss") for h in history], label="generator")
     if any("d_loss" in h for h in history):
         axes[0].plot(steps, [h.get("d_loss") for h in history], label="discriminator")
@@ -44,7 +44,4 @@ def plot_players(history: list[dict[str, Any]], path: str | os.PathLike,
         axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return _write_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return _write_figure(fig, path)

@@ -63,7 +63,7 @@ assert set(LossName.__args__) == set(LOSSES)  # type: ignore[attr-defined]
 class GANConfig(RunConfig):
     """Settings of ``probgen train gan`` (defaults for digits; vectors have their presets)."""
 
-    steps: int = option(3000, "generator steps")
+    steps: int = option(5000, "generator steps")
     batch_size: int = option(64, "examples per step")
     lr: float = option(2e-4, "generator learning rate")
     lr_d: float = option(2e-4, "discriminator learning rate (TTUR: may differ from lr)")
