@@ -15,7 +15,7 @@ its figures.
   cost). ``sampler=pt`` replaces the exploring phase by replica exchange
   ([`parallel_tempering`][probgen.infer.langevin.parallel_tempering]: ``pt_steps`` MALA moves
   at ``pt_levels`` temperatures down to ``pt_beta_min``, neighbours swapping states), which
-  mixes between modes by construction, at ``pt_levels`` times the cost per step (about 4x the
+  mixes between modes by construction, at ``pt_levels`` times the cost per step (about 3x the
   two-phase sampler's time at the defaults). Energy distance to the swiss roll's test split,
   mean of 5 sample seeds (2000 points each): seed-0 run 0.0026 with ``pt`` against 0.0032 with
   two-phase MALA and 0.0022 for exact draws from the quadrature grid; seed-1 run 0.0067 against
