@@ -17,6 +17,8 @@ from probgen.infer.langevin import (
     langevin_step,
     langevin_trajectory,
     mala,
+    parallel_tempering,
+    tempering_betas,
 )
 
 MEAN = torch.tensor([1.0, -2.0])
@@ -64,6 +66,39 @@ def test_mala_targets_the_gaussian_exactly():
     assert torch.allclose(torch.cov(x.T), COV, atol=0.06)
 
 
+# two well-separated Gaussians (sd 0.5, centres 8 apart): weights 0.3 / 0.7
+MODES = torch.tensor([[-4.0, 0.0], [4.0, 0.0]])
+LOG_W = torch.tensor([0.3, 0.7]).log()
+
+
+def mixture_energy(x: torch.Tensor) -> torch.Tensor:
+    d2 = ((x.unsqueeze(1) - MODES) ** 2).sum(-1)  # (N, 2)
+    return -torch.logsumexp(LOG_W - d2 / (2 * 0.25), dim=1)
+
+
+def test_parallel_tempering_finds_the_mode_weights_mala_does_not():
+    start = MODES[0].expand(1000, 2).clone()  # every chain starts in the light mode
+    plain = mala(mixture_energy, start, 0.2, 400, generator=torch.Generator().manual_seed(0))
+    assert (plain.samples[:, 0] < 0).float().mean() > 0.95  # stuck: 1.0 against 0.3
+    res = parallel_tempering(mixture_energy, start, tempering_betas(0.01, 8), 0.2, 400,
+                             generator=torch.Generator().manual_seed(0))
+    x = res.samples
+    assert x.shape == (1000, 2)
+    assert abs(float((x[:, 0] < 0).float().mean()) - 0.3) < 0.05
+    heavy = x[x[:, 0] > 0]
+    assert torch.allclose(heavy.mean(0), MODES[1], atol=0.06)
+    assert torch.allclose(heavy.std(0), torch.tensor([0.5, 0.5]), atol=0.05)
+    assert res.acceptance.shape == (8,) and res.swap_acceptance.shape == (7,)
+    assert (res.swap_acceptance > 0.2).all() and (res.acceptance > 0.3).all()
+
+
+def test_parallel_tempering_one_level_is_mala_on_the_gaussian():
+    res = parallel_tempering(gauss_energy, torch.zeros(4000, 2), [1.0], 0.05, 300,
+                             generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(res.samples.mean(0), MEAN, atol=0.06)
+    assert torch.allclose(torch.cov(res.samples.T), COV, atol=0.06)
+
+
 def test_annealed_langevin_on_blurred_gaussians():
     # data N(MEAN, COV); noised by sigma: N(MEAN, COV + sigma^2 I), score closed form
     def score(x, sigma):
@@ -94,6 +129,10 @@ def test_trajectory_shape_and_start():
     lambda: langevin(lambda x: -x, torch.tensor([[float("nan"), 0.0]]), 0.1, 3),
     lambda: langevin(lambda x: -x[:, :1], torch.zeros(2, 2), 0.1, 3),
     lambda: energy_mcmc(gauss_energy, torch.zeros(2, 2), step_size=-1.0),
+    lambda: parallel_tempering(gauss_energy, torch.zeros(2, 2), [0.5, 0.1], 0.1, 3),
+    lambda: parallel_tempering(gauss_energy, torch.zeros(2, 2), [1.0, -0.1], 0.1, 3),
+    lambda: tempering_betas(2.0, 4),
+    lambda: tempering_betas(0.1, 0),
 ])
 def test_bad_arguments_one_line_error(call):
     with pytest.raises(ProbgenError) as info:

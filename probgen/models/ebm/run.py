@@ -12,7 +12,16 @@ its figures.
   With one small step instead, chains mostly stay in the basin they start in: on the swiss roll
   the inner coil got 333 of 2000 samples against 587 drawn exactly from the quadrature grid,
   and the energy distance to the test split was 5-8x worse (0.0163 against 0.0028 at the same
-  cost); on 2-D data ``figures`` gives the exact test NLL with the normaliser by quadrature
+  cost). ``sampler=pt`` replaces the exploring phase by replica exchange
+  ([`parallel_tempering`][probgen.infer.langevin.parallel_tempering]: ``pt_steps`` MALA moves
+  at ``pt_levels`` temperatures down to ``pt_beta_min``, neighbours swapping states), which
+  mixes between modes by construction, at ``pt_levels`` times the cost per step (about 3x the
+  two-phase sampler's time at the defaults). Energy distance to the swiss roll's test split,
+  mean of 5 sample seeds (2000 points each): seed-0 run 0.0026 with ``pt`` against 0.0032 with
+  two-phase MALA and 0.0022 for exact draws from the quadrature grid; seed-1 run 0.0067 against
+  0.0122 and 0.0082. Single draws of this figure spread by up to 4x (exact draws of the seed-1
+  run: 0.0034 to 0.0129). On 2-D data
+  ``figures`` gives the exact test NLL with the normaliser by quadrature
   ([`log_normaliser`][probgen.models.ebm.quadrature.log_normaliser]);
 - score models (``ncsn``): ``sample`` is annealed Langevin dynamics
   ([`annealed_langevin`][probgen.infer.langevin.annealed_langevin]) with the exponential moving
@@ -33,7 +42,15 @@ from torch import Tensor, nn
 
 from probgen.data.splits import DataSplits
 from probgen.errors import ProbgenError
-from probgen.infer.langevin import annealed_langevin, energy_score, geometric_sigmas, langevin, mala
+from probgen.infer.langevin import (
+    annealed_langevin,
+    energy_score,
+    geometric_sigmas,
+    langevin,
+    mala,
+    parallel_tempering,
+    tempering_betas,
+)
 from probgen.models.ebm.quadrature import Quadrature, data_box, log_normaliser
 from probgen.models.family import Run
 
@@ -147,6 +164,11 @@ class EBMRun(Run):
                                      c.steps_per_level, denoise=True)
         refine_steps = getattr(c, "refine_steps", 0)
         refine_step = getattr(c, "refine_step", c.sample_step)
+        if c.sampler == "pt":
+            betas = tempering_betas(getattr(c, "pt_beta_min", 0.05), getattr(c, "pt_levels", 8))
+            x = parallel_tempering(self.net, x0, betas, getattr(c, "pt_step", 0.01),
+                                   getattr(c, "pt_steps", 300)).samples
+            return mala(self.net, x, refine_step, refine_steps).samples if refine_steps else x
         if c.sampler == "mala":
             x = mala(self.net, x0, c.sample_step, c.sample_steps).samples
             return mala(self.net, x, refine_step, refine_steps).samples if refine_steps else x

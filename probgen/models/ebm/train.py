@@ -93,7 +93,8 @@ class EBMConfig(RunConfig):
     cd_alpha: float = option(0.1, "cd: energy-magnitude regulariser")
     buffer: int = option(10000, "cd: replay-buffer size")
     nce_nu: int = option(4, "nce: noise samples per data point")
-    sampler: Literal["mala", "ula"] = option("mala", "energy models: Langevin sampler")
+    sampler: Literal["mala", "ula", "pt"] = option(
+        "mala", "energy models: Langevin sampler (pt: parallel tempering with MALA moves)")
     sample_steps: int = option(1000, "energy models: Langevin steps of the exploring phase")
     sample_step: float = option(0.05, "energy models: Langevin step size of the exploring phase "
                                       "(large: MALA's rare accepted jumps move chains between "
@@ -101,23 +102,30 @@ class EBMConfig(RunConfig):
     refine_steps: int = option(200, "energy models: Langevin steps of the refining phase "
                                     "(0: none)")
     refine_step: float = option(0.005, "energy models: Langevin step size of the refining phase")
+    pt_levels: int = option(8, "pt: temperatures of the replica-exchange ladder")
+    pt_beta_min: float = option(0.05, "pt: the hottest inverse temperature")
+    pt_step: float = option(0.01, "pt: MALA step at beta = 1 (step / beta at beta)")
+    pt_steps: int = option(300, "pt: replica-exchange steps (then the refining phase)")
     grid: int = option(400, "2-D: quadrature cells per side for the normaliser")
     margin: float = option(1.0, "2-D: quadrature box = data box widened by this")
 
     def validate(self) -> None:
         super().validate()
         for name in ("hidden", "depth", "channels", "num_projections", "num_levels",
-                     "steps_per_level", "cd_steps", "buffer", "nce_nu", "sample_steps"):
+                     "steps_per_level", "cd_steps", "buffer", "nce_nu", "sample_steps", "pt_levels",
+                     "pt_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("tau", "sigma", "sigma_max", "sigma_min", "anneal_step", "cd_step",
-                     "sample_step", "refine_step", "margin"):
+                     "sample_step", "refine_step", "margin", "pt_step", "pt_beta_min"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name}: must be a positive number, got {v}")
         if self.sigma_min > self.sigma_max:
             raise ConfigError(f"sigma_min: must be <= sigma_max ({self.sigma_max}), got "
                               f"{self.sigma_min}")
+        if self.pt_beta_min > 1:
+            raise ConfigError(f"pt_beta_min: must be <= 1, got {self.pt_beta_min}")
         if self.refine_steps < 0:
             raise ConfigError(f"refine_steps: must be >= 0, got {self.refine_steps}")
         if not 0 <= self.ema < 1:
