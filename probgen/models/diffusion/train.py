@@ -64,9 +64,13 @@ class DiffusionConfig(RunConfig):
     val_every: int = option(500, "steps between validations")
     patience: int | None = option(None, "validations without improvement before stopping")
     T: int = option(500, "diffusion steps")
-    schedule: Literal["cosine", "linear"] = option("cosine", "noise schedule")
-    prediction: Literal["epsilon", "x0", "v"] = option("epsilon", "what the network predicts")
-    variance: Literal["beta", "posterior"] = option("beta", "reverse-process variance")
+    schedule: Literal["cosine_snr", "cosine", "linear"] = option(
+        "cosine_snr", "noise schedule (cosine_snr: the cosine truncated to a log-SNR range)")
+    log_snr_min: float = option(-10.0, "log-SNR of the last step (cosine_snr)")
+    log_snr_max: float = option(7.0, "log-SNR of the first step (cosine_snr)")
+    prediction: Literal["levels", "epsilon", "x0", "v"] = option(
+        "levels", "what the network predicts (levels: logits over the digits' levels)")
+    variance: Literal["posterior", "beta"] = option("posterior", "reverse-process variance")
     weighting: Literal["simple", "elbo"] = option("simple", "L_simple or the ELBO itself")
     net: Literal["mlp", "unet"] = option("mlp", "network on digits: MLP on the 64 pixels, or "
                                                 "U-Net on the 8x8 image (6x slower on CPU)")
@@ -74,7 +78,7 @@ class DiffusionConfig(RunConfig):
     mults: tuple[int, ...] = option((1, 2), "U-Net width multipliers per level (digits)")
     res_blocks: int = option(1, "U-Net residual blocks per level (digits)")
     hidden: tuple[int, ...] = option((512, 512, 512), "MLP widths")
-    dropout: float = option(0.1, "dropout in the U-Net")
+    dropout: float = option(0.1, "dropout in the network (U-Net or MLP)")
     ema: float = option(0.999, "EMA decay of the sampled weights (0: none)")
     grad_clip: float | None = option(1.0, "gradient-norm clip (none: off)")
     conditional: bool = option(False, "class-conditional (digits labels)")
@@ -91,6 +95,9 @@ class DiffusionConfig(RunConfig):
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
+        if not self.log_snr_min < self.log_snr_max:
+            raise ConfigError(f"log_snr_min, log_snr_max: need min < max, got "
+                              f"{self.log_snr_min}, {self.log_snr_max}")
         if not 0 <= self.label_dropout < 1:
             raise ConfigError(f"label_dropout: must be in [0, 1), got {self.label_dropout}")
 
@@ -117,20 +124,27 @@ class DiffusionSampling(SampleConfig):
             raise ConfigError(f"label: must be >= 0, got {self.label}")
 
 
-_VECTORS: dict[str, Any] = {"steps": 4000, "batch_size": 256, "lr": 1e-3, "T": 200,
+_VECTORS: dict[str, Any] = {"prediction": "epsilon", "dropout": 0.0, "steps": 4000,
+                            "batch_size": 256, "lr": 1e-3, "T": 200,
                             "hidden": (128, 128, 128), "val_every": 500}
 
 
 def build_ddpm(config: DiffusionConfig, shape: tuple[int, ...], levels: int | None,
                num_classes: int = 0) -> DDPM:
     """The DDPM of a config for examples of ``shape`` (U-Net on 8x8 digits, MLP on vectors)."""
-    sched = NoiseSchedule.make(config.schedule, config.T)
+    extra = ({"log_snr_min": config.log_snr_min, "log_snr_max": config.log_snr_max}
+             if config.schedule == "cosine_snr" else {})
+    sched = NoiseSchedule.make(config.schedule, config.T, **extra)
     if len(shape) != 1:
         raise ProbgenError(f"data: the diffusion family takes digits or vectors (N, D), got "
                            f"examples of shape {shape}")
+    if config.prediction == "levels" and not levels:
+        raise ConfigError("prediction: 'levels' needs integer-level data such as digits; use "
+                          "epsilon, x0 or v for vectors")
+    k = int(levels) if config.prediction == "levels" else 1
     side = math.isqrt(shape[0])
     if config.net == "unet" and levels is not None and side * side == shape[0]:
-        net: nn.Module = UNet(1, channels=config.channels, mults=config.mults,
+        net: nn.Module = UNet(1, k, channels=config.channels, mults=config.mults,
                               num_res_blocks=config.res_blocks, num_classes=num_classes,
                               dropout=config.dropout)
         net_shape: tuple[int, ...] = (1, side, side)
@@ -138,7 +152,8 @@ def build_ddpm(config: DiffusionConfig, shape: tuple[int, ...], levels: int | No
         raise ConfigError(f"net: the U-Net needs square images at integer levels, got examples "
                           f"of shape {shape}")
     else:
-        net, net_shape = TimeMLP(shape[0], config.hidden, num_classes=num_classes), shape
+        net, net_shape = TimeMLP(shape[0], config.hidden, out_dim=shape[0] * k,
+                                 num_classes=num_classes, dropout=config.dropout), shape
     return DDPM(net, sched, shape, net_shape, config.prediction, config.variance, levels,
                 num_classes)
 
