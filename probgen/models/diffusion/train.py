@@ -117,7 +117,7 @@ class DiffusionSampling(SampleConfig):
     sampler: Literal["ddpm", "ddim"] = option("ddpm", "ancestral DDPM or DDIM")
     steps: int | None = option(None, "steps visited (none: all T)")
     eta: float = option(0.0, "DDIM noise (0: deterministic; 1 with all steps: DDPM)")
-    guidance: float = option(3.0, "classifier-free guidance scale (conditional runs)")
+    guidance: float = option(2.0, "classifier-free guidance scale (conditional runs)")
     label: int | None = option(None, "requested class (none: labels 0..9 in turn)")
     clip: bool = option(True, "clamp predicted x_0 to [-1, 1] (digits)")
 
