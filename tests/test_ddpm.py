@@ -24,7 +24,8 @@ from probgen.program import graph_of
 
 def _ddpm(T=4, levels=None, dim=3, variance="beta", prediction="epsilon", classes=0):
     torch.manual_seed(0)
-    net = TimeMLP(dim, hidden=(16, 16), num_classes=classes)
+    k = (levels or 1) if prediction == "levels" else 1
+    net = TimeMLP(dim, hidden=(16, 16), out_dim=dim * k, num_classes=classes)
     with torch.no_grad():  # a network far from zero, so every term is non-trivial
         for p in net.parameters():
             p.normal_(0, 0.5)
@@ -42,14 +43,19 @@ def test_the_model_is_the_graph_file():
         assert traced.parents(n) == shipped.parents(n), n
 
 
-@pytest.mark.parametrize("t", [2, 3, 4])
-def test_step_kl_matches_monte_carlo(t):
+@pytest.mark.parametrize("t, prediction", [(2, "epsilon"), (3, "epsilon"), (4, "epsilon"),
+                                           (3, "levels")])
+def test_step_kl_matches_monte_carlo(t, prediction):
     """L_{t-1} in closed form (given x_t) against the mean of log q - log p over draws of
     x_{t-1} ~ q(x_{t-1} | x_t, x_0)."""
-    ddpm = _ddpm()
+    levels = 5 if prediction == "levels" else None
+    ddpm = _ddpm(levels=levels, prediction=prediction)
     x0, noise = torch.randn(2, 3), torch.randn(2, 3)
+    if levels:
+        x0 = torch.tensor([[0, 2, 4], [1, 3, 3]])
     closed = term_at(ddpm, x0, torch.tensor(t), noise=noise)
     ab = ddpm.schedule.alpha_bar(torch.tensor([t, t - 1]))
+    x0 = ddpm.to_model_space(x0)
     x_t = q_sample(x0, ab[0], noise)
     q = Normal(*_mean_sd(posterior(x0, x_t, ab[0], ab[1])))
     with torch.no_grad():
@@ -75,12 +81,13 @@ def test_prior_kl_matches_monte_carlo():
     assert torch.all((prior_kl(ddpm, x0) - lr.mean(0)).abs() < 5 * se)
 
 
-@pytest.mark.parametrize("levels", [None, 5])
-def test_elbo_terms_sum_to_the_elbo_of_the_pyro_program(levels):
+@pytest.mark.parametrize("levels, prediction", [(None, "epsilon"), (5, "epsilon"),
+                                               (5, "levels")])
+def test_elbo_terms_sum_to_the_elbo_of_the_pyro_program(levels, prediction):
     """Eq. 5: the closed-form terms add up to the ELBO of model and guide as Pyro scores it,
     log p(x_{0:T}) - log q(x_{1:T} | x_0) with the whole forward chain sampled; and the
     sampled-step estimate that trains the model has the same mean."""
-    ddpm = _ddpm(levels=levels)
+    ddpm = _ddpm(levels=levels, prediction=prediction)
     x0 = torch.tensor([[0, 2, 4]]) if levels else torch.tensor([[0.3, -0.5, 1.0]])
     n = 20_000
     xs = x0.expand(n, 3)
@@ -115,11 +122,35 @@ def test_decoder_against_brute_force():
         d.log_prob(torch.tensor([7, 0, 0]))
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "x0", "v"])
+def test_level_posterior_is_bayes_rule_per_pixel():
+    """'levels' with a flat network prior: the softmax of level_logits is Bayes' rule over
+    the levels c_k with likelihood N(x_t; a c_k, s^2), and x0 its mean."""
+    from probgen.models.diffusion.schedules import level_logits, to_x0_eps
+
+    k, ab = 5, torch.tensor([0.9, 0.3])
+    x_t = torch.randn(2, 3)
+    prior = torch.randn(2, 3, k)
+    c = torch.linspace(-1, 1, k)
+    lik = Normal(ab.sqrt()[:, None, None] * c, (1 - ab).sqrt()[:, None, None]).log_prob(
+        x_t[..., None])
+    bayes = torch.softmax(prior + lik, -1)
+    assert torch.allclose(torch.softmax(level_logits(prior, x_t, ab), -1), bayes, atol=1e-6)
+    x0, eps = to_x0_eps(prior, "levels", x_t, ab)
+    assert torch.allclose(x0, (bayes * c).sum(-1), atol=1e-6)
+    assert torch.allclose(ab.sqrt()[:, None] * x0 + (1 - ab).sqrt()[:, None] * eps, x_t,
+                          atol=1e-5)
+    with pytest.raises(ProbgenError, match="pred"):
+        level_logits(prior[:, :2], x_t, ab)
+    with pytest.raises(ProbgenError, match="levels"):
+        _ddpm(prediction="levels")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "x0", "v", "levels"])
 def test_ddim_with_eta_one_is_the_ddpm_transition(prediction):
     """Song et al. 2021, eq. 16 with eta = 1: the DDIM step between consecutive steps has
     the mean and variance of DDPM's p(x_{t-1} | x_t) with sigma^2 = the posterior variance."""
-    ddpm = _ddpm(T=6, variance="posterior", prediction=prediction)
+    ddpm = _ddpm(T=6, variance="posterior", prediction=prediction,
+                 levels=5 if prediction == "levels" else None)
     x_t = torch.randn(4, 3)
     with torch.no_grad():
         for t in range(2, 7):

@@ -15,6 +15,7 @@ from probgen.models.diffusion.schedules import (
     alpha_bar_from_log_snr,
     betas_from_alpha_bars,
     cosine_betas,
+    cosine_snr_alpha_bars,
     from_x0_eps,
     linear_betas,
     log_snr,
@@ -48,6 +49,36 @@ def test_cosine_schedule_is_the_closed_form_at_the_grid():
     assert torch.allclose(betas_from_alpha_bars(sched.alpha_bars), cosine_betas(T), atol=1e-6)
 
 
+def test_truncated_cosine_is_the_cosine_in_log_snr():
+    """cosine_snr: log SNR = -2 log tan(theta) with theta evenly spaced between the ends;
+    without truncation (ends near +-inf) it is Nichol & Dhariwal's cosine with s = 0, and
+    every step's SNR ratio stays small, unlike the clipped last step of the plain cosine."""
+    T = 200
+    ab = cosine_snr_alpha_bars(T, log_snr_min=-10.0, log_snr_max=7.0)
+    lam = log_snr(ab[1:].double())
+    assert lam[0].item() == pytest.approx(7.0, abs=1e-3)
+    assert lam[-1].item() == pytest.approx(-10.0, abs=1e-3)
+    theta = torch.atan(torch.exp(-lam / 2))
+    assert torch.allclose(theta.diff(), theta.diff()[:1].expand(T - 1), atol=1e-5)
+    # KL(q(x_T | x_0) || N(0, I)) for 64 pixels in [-1, 1]: below 1e-2 nats
+    abT = ab[-1].double()
+    kl = 0.5 * 64 * (abT + (1 - abT) - 1 - torch.log1p(-abT))
+    assert kl.item() < 1e-2
+    assert lam.diff().abs().max().item() < 2.0  # largest at the low-SNR end
+    plain = log_snr(NoiseSchedule.make("cosine", T).alpha_bars[1:].double())
+    assert plain.diff().abs().max().item() > 5.0  # the clipped beta_T = 0.999
+    # wide ends: the untruncated cosine with s = 0 at the interior grid points
+    wide = cosine_snr_alpha_bars(T, log_snr_min=-40.0, log_snr_max=40.0)
+    u = torch.arange(1, T + 1, dtype=torch.float64)
+    a, b = math.atan(math.exp(-20.0)), math.atan(math.exp(20.0))
+    assert torch.allclose(wide[1:-1].double(), torch.cos(a + (u[:-1] - 1) / (T - 1) * (b - a))
+                          ** 2, atol=1e-6)
+    sched = NoiseSchedule.make("cosine_snr", T)
+    assert torch.allclose(sched.alpha_bars, ab) and sched.T == T
+    with pytest.raises(ProbgenError, match="log_snr_min"):
+        cosine_snr_alpha_bars(10, log_snr_min=3.0, log_snr_max=1.0)
+
+
 def test_snr_round_trip():
     ab = torch.tensor([0.999, 0.5, 1e-3])
     assert torch.allclose(snr(ab), ab / (1 - ab))
@@ -73,7 +104,7 @@ def test_posterior_is_gaussian_conditioning():
         assert torch.allclose(m, exp_mean, atol=1e-5) and torch.allclose(v, exp_var, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", PREDICTIONS)
+@pytest.mark.parametrize("kind", [k for k in PREDICTIONS if k != "levels"])
 def test_parameterisations_round_trip(kind):
     sched = NoiseSchedule.make("cosine", 100)
     x0, eps = torch.randn(4, 3), torch.randn(4, 3)

@@ -65,14 +65,18 @@ class TimeMLP(nn.Module):
             1 for integer steps).
         num_classes: > 0 adds a label embedding (index ``num_classes`` is "no label", for
             classifier-free guidance).
+        dropout: dropout probability after every hidden activation (0: none).
     """
 
     def __init__(self, dim: int, hidden: Sequence[int] = (128, 128, 128),
                  out_dim: int | None = None, time_scale: float = 1000.0,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, dropout: float = 0.0) -> None:
         super().__init__()
         if dim < 1 or not hidden or min(hidden) < 1:
             raise ProbgenError(f"dim, hidden: need positive sizes, got {dim}, {tuple(hidden)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ProbgenError(f"dropout: must be in [0, 1), got {dropout!r}")
+        self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         width = hidden[0]
         self.time = TimeEmbedding(width, time_scale)
         self.label = nn.Embedding(num_classes + 1, width) if num_classes else None
@@ -91,7 +95,7 @@ class TimeMLP(nn.Module):
             c = c + self.label(y)
         elif y is not None:
             raise ProbgenError("y: this network has no label input (num_classes=0)")
-        h = torch.nn.functional.silu(self.inp(x) + c)
+        h = self.drop(torch.nn.functional.silu(self.inp(x) + c))
         for layer, cond in zip(self.layers, self.cond):
-            h = torch.nn.functional.silu(layer(h) + cond(c))
+            h = self.drop(torch.nn.functional.silu(layer(h) + cond(c)))
         return self.out(h)

@@ -45,6 +45,7 @@ from probgen.models.diffusion.schedules import (
     PREDICTIONS,
     NoiseSchedule,
     expand_as,
+    level_logits,
     posterior,
     to_x0_eps,
 )
@@ -67,7 +68,12 @@ class DDPM(nn.Module):
         data_shape: shape of one example (``(64,)`` for digits).
         net_shape: the shape the network sees (``(1, 8, 8)`` for digits; default
             ``data_shape``).
-        prediction: what the network predicts: ``"epsilon"`` (Ho et al.), ``"x0"``, ``"v"``.
+        prediction: what the network predicts: ``"epsilon"`` (Ho et al.), ``"x0"``, ``"v"``,
+            or (integer-level data) ``"levels"``: per-pixel logits over the levels, to which
+            the exact likelihood of ``x_t`` is added
+            ([`level_logits`][probgen.models.diffusion.schedules.level_logits]); the network
+            then has ``levels`` outputs per pixel (channels for a U-Net) and the decoder
+            ``p(x_0 | x_1)`` is that categorical posterior.
         variance: ``"beta"`` or ``"posterior"`` for ``sigma_t^2``.
         levels: integer levels of discrete data (the decoder of eq. 13); ``None`` for real
             vectors (a Gaussian decoder; the ELBO then bounds a density).
@@ -79,9 +85,12 @@ class DDPM(nn.Module):
                  variance: str = "beta", levels: int | None = None,
                  num_classes: int = 0) -> None:
         super().__init__()
-        if prediction not in PREDICTIONS[:3]:
-            raise ProbgenError(f"prediction: choose one of {list(PREDICTIONS[:3])}, "
-                               f"got {prediction!r}")
+        kinds = ("epsilon", "x0", "v", "levels")
+        if prediction not in kinds:
+            raise ProbgenError(f"prediction: choose one of {list(kinds)}, got {prediction!r}")
+        if prediction == "levels" and not levels:
+            raise ProbgenError("prediction: 'levels' needs integer-level data (levels=...)")
+        assert set(kinds) <= set(PREDICTIONS)
         if variance not in ("beta", "posterior"):
             raise ProbgenError(f"variance: 'beta' or 'posterior', got {variance!r}")
         self.net, self.schedule = net, schedule
@@ -137,7 +146,19 @@ class DDPM(nn.Module):
         n = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device).long().expand(n)
         out = self.net(x_t.reshape(n, *self.net_shape), t.float() / self.T, self._labels(y))
-        return out.reshape(x_t.shape)
+        if self.prediction != "levels":
+            return out.reshape(x_t.shape)
+        k = int(self.levels or 0)
+        if len(self.net_shape) > 1:  # channels first: (N, K, H, W) -> (N, H, W, K)
+            out = out.reshape(n, k, *self.net_shape[1:]).movedim(1, -1)
+        return out.reshape(*x_t.shape, k)
+
+    def level_logits(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """``(N, *data_shape, levels)`` logits of ``p(x_0 | x_t)`` per pixel (``"levels"``)."""
+        if self.prediction != "levels":
+            raise ProbgenError("prediction: level logits need prediction='levels'")
+        t = torch.as_tensor(t, device=x_t.device).long().expand(x_t.shape[0])
+        return level_logits(self.predict(x_t, t, y), x_t, self.ab(t))
 
     def denoise(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(x_0, eps)`` implied by the network at ``x_t``, step(s) ``t``."""
@@ -153,7 +174,13 @@ class DDPM(nn.Module):
         return mean, expand_as(self.sigma2(t), x_t).expand_as(mean)
 
     def decoder(self, x_1: Tensor, y: Tensor | None = None) -> torch.distributions.Distribution:
-        """``p(x_0 | x_1)`` as a distribution over one example per row (``to_event``)."""
+        """``p(x_0 | x_1)`` as a distribution over one example per row (``to_event``): the
+        discretised Gaussian of eq. 13, or with ``"levels"`` the network's categorical
+        posterior over the levels."""
+        if self.prediction == "levels":
+            one = torch.ones((), dtype=torch.long)
+            return dist.Categorical(logits=self.level_logits(x_1, one, y)).to_event(
+                len(self.data_shape))
         mean, var = self.p_mean_var(x_1, torch.ones((), dtype=torch.long), y)
         if self.levels:
             d = DiscretizedGaussian(mean, var.sqrt(), self.levels)

@@ -80,7 +80,10 @@ def term_at(ddpm: DDPM, x0: Tensor, t: Tensor, y: Tensor | None = None,
     kl = _event_sum(kl_divergence(Normal(q_mean, q_sd), Normal(p_mean, p_var.sqrt())))
     if not bool(first.any()):
         return kl
-    if ddpm.levels:
+    if ddpm.prediction == "levels":
+        logp = torch.log_softmax(ddpm.level_logits(x_t, t, y), -1)
+        dec = logp.gather(-1, x0.long()[..., None]).squeeze(-1)
+    elif ddpm.levels:
         from probgen.models.diffusion.decoder import DiscretizedGaussian
 
         dec = DiscretizedGaussian(p_mean, p_var.sqrt(), ddpm.levels).log_prob(x0)
@@ -107,12 +110,17 @@ def sampled_elbo(ddpm: DDPM, x0: Tensor, y: Tensor | None = None) -> Tensor:
 def simple_loss(ddpm: DDPM, x0: Tensor, y: Tensor | None = None) -> Tensor:
     """``L_simple`` per example, ``(N,)``: ``||target - net(x_t, t)||^2`` with
     ``t ~ Uniform{1..T}`` and the target the network's parameterisation of ``(x_0, eps)``
-    (eq. 14 for ``"epsilon"``; Salimans & Ho 2022 for ``"v"``)."""
+    (eq. 14 for ``"epsilon"``; Salimans & Ho 2022 for ``"v"``). With ``"levels"`` it is the
+    cross-entropy of the level posterior at the true levels, unweighted over ``t`` (the
+    categorical counterpart, Dieleman et al. 2022, CDCD, sec. 3)."""
     x = ddpm.to_model_space(x0)
     t = torch.randint(1, ddpm.T + 1, (x.shape[0],), device=x.device)
     noise = torch.randn_like(x)
     ab = ddpm.ab(t)
     x_t = q_sample(x, ab, noise)
+    if ddpm.prediction == "levels":
+        logp = torch.log_softmax(ddpm.level_logits(x_t, t, y), -1)
+        return -_event_sum(logp.gather(-1, x0.long()[..., None]).squeeze(-1))
     target = from_x0_eps(x, noise, ddpm.prediction, x_t, ab)
     return _event_sum((ddpm.predict(x_t, t, y) - target) ** 2)
 

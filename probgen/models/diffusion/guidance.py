@@ -107,6 +107,8 @@ class NoisyClassification(Objective):
     """
 
     name = "noisy_classification"
+    #: the loss is a batch sum of per-example cross-entropies (the engine scales it by N / B)
+    per_example_loss = True
 
     def __init__(self, ddpm: DDPM) -> None:
         self.ddpm = ddpm

@@ -13,7 +13,10 @@ the math lives apart from the network):
 
 - schedules: [`linear_betas`][probgen.models.diffusion.schedules.linear_betas] (Ho et al.
   2020, sec. 4), [`cosine_betas`][probgen.models.diffusion.schedules.cosine_betas] (Nichol &
-  Dhariwal 2021, eq. 17), and the continuous
+  Dhariwal 2021, eq. 17),
+  [`cosine_snr_alpha_bars`][probgen.models.diffusion.schedules.cosine_snr_alpha_bars] (the
+  same cosine, as a log-SNR curve truncated to a finite range, for likelihood), and the
+  continuous
   [`alpha_bar`][probgen.models.diffusion.schedules.alpha_bar] for ``t`` in ``[0, 1]``;
   [`NoiseSchedule`][probgen.models.diffusion.schedules.NoiseSchedule] holds one discretised
   schedule (index ``t = 0..T``, ``alpha_bar_0 = 1``);
@@ -25,7 +28,9 @@ the math lives apart from the network):
   ``q(x_{t-1} | x_t, x_0)`` (eq. 6-7);
 - conversions between the four things a network may predict, ``"epsilon"``, ``"x0"``,
   ``"v"`` (Salimans & Ho 2022, ``v = a eps - s x_0``) and ``"score"``
-  (``grad log q(x_t | x_0) = -eps / s``, Song et al. 2021):
+  (``grad log q(x_t | x_0) = -eps / s``, Song et al. 2021), and for data on a grid of
+  levels ``"levels"``, per-pixel logits over the levels
+  ([`level_logits`][probgen.models.diffusion.schedules.level_logits]):
   [`to_x0_eps`][probgen.models.diffusion.schedules.to_x0_eps] and
   [`from_x0_eps`][probgen.models.diffusion.schedules.from_x0_eps].
 
@@ -55,15 +60,16 @@ from probgen.errors import ProbgenError
 
 __all__ = [
     "PREDICTIONS", "SCHEDULES",
-    "linear_betas", "cosine_betas", "alpha_bar", "alpha_bars_from_betas",
+    "linear_betas", "cosine_betas", "cosine_snr_alpha_bars", "alpha_bar", "alpha_bars_from_betas",
     "betas_from_alpha_bars", "snr", "log_snr", "alpha_bar_from_log_snr",
-    "NoiseSchedule", "q_sample", "posterior", "to_x0_eps", "from_x0_eps", "expand_as",
+    "NoiseSchedule", "q_sample", "posterior", "level_logits", "to_x0_eps", "from_x0_eps",
+    "expand_as",
 ]
 
 #: what a denoising network may predict
-PREDICTIONS = ("epsilon", "x0", "v", "score")
+PREDICTIONS = ("epsilon", "x0", "v", "score", "levels")
 #: named schedules
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "cosine_snr")
 
 
 def _check_steps(T: int) -> int:
@@ -131,6 +137,41 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     return (1 - ab[1:] / ab[:-1]).clamp(max=max_beta).float()
 
 
+def cosine_snr_alpha_bars(T: int, log_snr_min: float = -10.0, log_snr_max: float = 7.0
+                          ) -> Tensor:
+    """``(T + 1,)`` alpha_bars of the cosine schedule truncated in log-SNR: ``alpha_bar_0 = 1``
+    and, for ``t = 1..T``, ``log SNR_t = -2 log tan(theta_t)`` with ``theta_t`` evenly spaced
+    from ``atan(exp(-log_snr_max / 2))`` (step 1) to ``atan(exp(-log_snr_min / 2))`` (step T).
+
+    Nichol & Dhariwal's cosine (``s = 0``) is ``log SNR(u) = -2 log tan(pi u / 2)``, which runs
+    from ``+inf`` to ``-inf``; its last step has ``beta_T`` clipped at 0.999, i.e. a jump of
+    ``log 1000`` in SNR within one step, and the ELBO term of that step weighs the network's
+    epsilon error by ``(SNR_{T-1} / SNR_T - 1) / 2 ~ 500`` per pixel. Truncated (the "shifted /
+    truncated cosine" of Kingma & Gao 2023, sec. 2) every step changes the SNR by a small
+    factor, ``L_T = KL(q(x_T | x_0) || N(0, I))`` is about ``sigmoid(log_snr_min) |x_0|^2 / 2``
+    (``~1e-3`` nats for 64 pixels at -10), and the first step's noise ``sigmoid(-log_snr_max)
+    ^ 1/2`` (0.03 at 7) is a fraction of the 17-level digits' bin width (0.125), so the
+    discrete decoder at ``t = 0`` costs little (the range argument of VDM, Kingma et al. 2021,
+    sec. 3.3 and app. C).
+
+    Examples:
+        >>> ab = cosine_snr_alpha_bars(100)
+        >>> [round(float(log_snr(ab[t])), 3) for t in (1, 100)]
+        [7.0, -10.0]
+        >>> bool((ab[1:] < ab[:-1]).all())
+        True
+    """
+    T = _check_steps(T)
+    lo, hi = float(log_snr_min), float(log_snr_max)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ProbgenError(f"log_snr_min, log_snr_max: need finite min < max, got {lo}, {hi}")
+    a, b = math.atan(math.exp(-hi / 2)), math.atan(math.exp(-lo / 2))
+    u = torch.linspace(0.0, 1.0, T, dtype=torch.float64) if T > 1 else torch.ones(
+        1, dtype=torch.float64)
+    lam = -2 * torch.log(torch.tan(a + u * (b - a)))
+    return torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(lam)]).float()
+
+
 def alpha_bars_from_betas(betas: Tensor) -> Tensor:
     """``(T,)`` betas -> ``(T + 1,)`` ``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` with
     ``alpha_bar_0 = 1`` (index ``t`` is the step, as in the chain ``x_0 .. x_T``)."""
@@ -187,7 +228,11 @@ class NoiseSchedule:
 
     @staticmethod
     def make(name: str, T: int, **kwargs: float) -> NoiseSchedule:
-        """The schedule called ``name`` (``"linear"`` or ``"cosine"``) with ``T`` steps."""
+        """The schedule called ``name`` (``"linear"``, ``"cosine"`` or ``"cosine_snr"``, whose
+        keyword arguments are ``log_snr_min`` and ``log_snr_max``) with ``T`` steps."""
+        if name == "cosine_snr":
+            ab = cosine_snr_alpha_bars(T, **kwargs)
+            return NoiseSchedule(betas_from_alpha_bars(ab), ab, name)
         if name == "linear":
             betas = linear_betas(T, **kwargs)
         elif name == "cosine":
@@ -247,6 +292,31 @@ def posterior(x0: Tensor, x_t: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor
     return mean, var.expand_as(mean)
 
 
+def level_logits(pred: Tensor, x_t: Tensor, alpha_bar_t: Tensor) -> Tensor:
+    """The posterior logits over ``K`` levels ``c_k`` evenly spaced in ``[-1, 1]`` of each
+    pixel of ``x_t``: the network's ``pred`` ``(*x_t.shape, K)`` plus the exact Gaussian
+    log-likelihood ``log q(x_t | x_0 = c_k) = -(x_t - a c_k)^2 / (2 s^2) + const``.
+
+    With the likelihood added in closed form the network only supplies the prior of each
+    pixel given the others; at high SNR the likelihood term alone rounds ``x_t / a`` to the
+    nearest level, which a network that predicts a continuous ``eps`` has to learn as a
+    sawtooth (the per-pixel Bayes posterior of the categorical score interpolation of Dieleman
+    et al. 2022, CDCD, sec. 3, and VDM's discrete decoder, Kingma et al. 2021, app. C).
+
+    Examples:
+        >>> lg = level_logits(torch.zeros(1, 1, 3), torch.tensor([[0.98]]), torch.tensor(0.99))
+        >>> int(lg.argmax(-1))  # x_t / a ~ 0.985 is nearest the level +1
+        2
+    """
+    k = pred.shape[-1]
+    if k < 2 or pred.shape[:-1] != x_t.shape:
+        raise ProbgenError(f"pred: 'levels' needs shape {(*x_t.shape, 'K')} with K >= 2, got "
+                           f"{tuple(pred.shape)}")
+    ab = expand_as(alpha_bar_t, x_t)[..., None]
+    c = torch.linspace(-1.0, 1.0, k, dtype=x_t.dtype, device=x_t.device)
+    return pred - (x_t[..., None] - ab.sqrt() * c) ** 2 / (2 * (1 - ab))
+
+
 def _check_prediction(kind: str) -> None:
     if kind not in PREDICTIONS:
         raise ProbgenError(f"prediction: unknown {kind!r}; choose one of {list(PREDICTIONS)}")
@@ -259,11 +329,18 @@ def to_x0_eps(pred: Tensor, kind: str, x_t: Tensor, alpha_bar_t: Tensor
     ``epsilon``: ``x_0 = (x_t - s eps) / a`` (Ho et al. 2020, eq. 15); ``x0``:
     ``eps = (x_t - a x_0) / s``; ``v``: ``x_0 = a x_t - s v``, ``eps = s x_t + a v`` (Salimans &
     Ho 2022, sec. 4 and app. D); ``score``: ``eps = -s score`` (the score of
-    ``q(x_t | x_0)``, Song et al. 2021, eq. 7).
+    ``q(x_t | x_0)``, Song et al. 2021, eq. 7); ``levels``: ``x_0`` is the mean of the level
+    posterior of [`level_logits`][probgen.models.diffusion.schedules.level_logits] (``pred``
+    has one more trailing dimension, the levels), ``eps = (x_t - a x_0) / s``.
     """
     _check_prediction(kind)
     ab = expand_as(alpha_bar_t, x_t)
     a, s = ab.sqrt(), (1 - ab).sqrt()
+    if kind == "levels":
+        w = torch.softmax(level_logits(pred, x_t, alpha_bar_t), -1)
+        c = torch.linspace(-1.0, 1.0, pred.shape[-1], dtype=x_t.dtype, device=x_t.device)
+        x0 = (w * c).sum(-1)
+        return x0, (x_t - a * x0) / s
     if kind == "epsilon":
         return (x_t - s * pred) / a, pred
     if kind == "x0":
@@ -276,8 +353,12 @@ def to_x0_eps(pred: Tensor, kind: str, x_t: Tensor, alpha_bar_t: Tensor
 
 def from_x0_eps(x0: Tensor, eps: Tensor, kind: str, x_t: Tensor, alpha_bar_t: Tensor) -> Tensor:
     """The target of type ``kind`` for a known ``(x_0, eps)`` (the inverse of
-    [`to_x0_eps`][probgen.models.diffusion.schedules.to_x0_eps])."""
+    [`to_x0_eps`][probgen.models.diffusion.schedules.to_x0_eps]; ``"levels"`` has none: its
+    target is the level itself)."""
     _check_prediction(kind)
+    if kind == "levels":
+        raise ProbgenError("prediction: 'levels' predicts a distribution over levels; its "
+                           "target is the level (cross-entropy), not a tensor like x_t")
     ab = expand_as(alpha_bar_t, x_t)
     a, s = ab.sqrt(), (1 - ab).sqrt()
     if kind == "epsilon":

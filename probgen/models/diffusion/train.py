@@ -3,14 +3,22 @@
 The model is the Pyro program of [`DDPM`][probgen.models.diffusion.ddpm.DDPM] (the chain
 ``x_T -> ... -> x_0`` with the forward process as its guide), trained by the engine's ``fit``
 with [`DiffusionELBO`][probgen.models.diffusion.elbo.DiffusionELBO]: ``weighting="simple"``
-(Ho et al.'s ``L_simple``, the default: better samples) or ``"elbo"`` (the bound itself). The
-network is a [`UNet`][probgen.nn.unet.UNet] on 8x8 digits and a
-[`TimeMLP`][probgen.nn.time_embedding.TimeMLP] on vectors; samples come from an exponential
-moving average of its weights ([`EMA`][probgen.nn.ema.EMA]). ``conditional=true`` trains a
-class-conditional model with label dropout (classifier-free guidance).
+(Ho et al.'s ``L_simple``, the default: better samples) or ``"elbo"`` (the bound itself).
+
+Defaults on digits: the cosine schedule truncated to log-SNR ``[-10, 7]`` (``cosine_snr``:
+``L_T ~ 1e-3`` nats, first-step noise 0.03, a quarter of a level's width), the posterior
+variance, and ``prediction="levels"``: the network gives per-pixel logits over the 17 levels,
+the exact likelihood of ``x_t`` is added in closed form, and ``L_simple`` is the
+cross-entropy of that level posterior (so the chain rounds to the levels at low noise without
+learning it, and ``L_0`` is the categorical itself). The network is a
+[`TimeMLP`][probgen.nn.time_embedding.TimeMLP] with dropout (``net=unet``: a
+[`UNet`][probgen.nn.unet.UNet] on the 8x8 image, about 12x slower on CPU); vectors use an MLP
+predicting ``epsilon``. Samples come from an exponential moving average of the weights
+([`EMA`][probgen.nn.ema.EMA]). ``conditional=true`` trains a class-conditional model with
+label dropout (classifier-free guidance).
 
 Reported figures (``metrics.json``): ``test_nll`` is the negative ELBO in nats per example with
-all ``T + 1`` terms (the discrete decoder of eq. 13 on digits, so it bounds the discrete NLL;
+all ``T + 1`` terms (a discrete decoder on digits, so it bounds the discrete NLL;
 a Gaussian decoder on vectors, a density bound), ``nll_kind`` ``"ELBO bound, T steps"``,
 ``test_bpd``, its terms ``test_prior_kl`` (``L_T``) and ``test_decoder_nll`` (``L_0``); ``fd``
 (digits) or ``test_energy`` / ``test_mmd`` (vectors) with the current sample-time settings.
@@ -63,18 +71,22 @@ class DiffusionConfig(RunConfig):
     lr: float = option(1e-3, "learning rate")
     val_every: int = option(500, "steps between validations")
     patience: int | None = option(None, "validations without improvement before stopping")
-    T: int = option(500, "diffusion steps")
-    schedule: Literal["cosine", "linear"] = option("cosine", "noise schedule")
-    prediction: Literal["epsilon", "x0", "v"] = option("epsilon", "what the network predicts")
-    variance: Literal["beta", "posterior"] = option("beta", "reverse-process variance")
+    T: int = option(1000, "diffusion steps")
+    schedule: Literal["cosine_snr", "cosine", "linear"] = option(
+        "cosine_snr", "noise schedule (cosine_snr: the cosine truncated to a log-SNR range)")
+    log_snr_min: float = option(-10.0, "log-SNR of the last step (cosine_snr)")
+    log_snr_max: float = option(7.0, "log-SNR of the first step (cosine_snr)")
+    prediction: Literal["levels", "epsilon", "x0", "v"] = option(
+        "levels", "what the network predicts (levels: logits over the digits' levels)")
+    variance: Literal["posterior", "beta"] = option("posterior", "reverse-process variance")
     weighting: Literal["simple", "elbo"] = option("simple", "L_simple or the ELBO itself")
     net: Literal["mlp", "unet"] = option("mlp", "network on digits: MLP on the 64 pixels, or "
-                                                "U-Net on the 8x8 image (6x slower on CPU)")
+                                                "U-Net on the 8x8 image (12x slower on CPU)")
     channels: int = option(32, "U-Net width (digits)")
     mults: tuple[int, ...] = option((1, 2), "U-Net width multipliers per level (digits)")
     res_blocks: int = option(1, "U-Net residual blocks per level (digits)")
     hidden: tuple[int, ...] = option((512, 512, 512), "MLP widths")
-    dropout: float = option(0.1, "dropout in the U-Net")
+    dropout: float = option(0.2, "dropout in the network (U-Net or MLP)")
     ema: float = option(0.999, "EMA decay of the sampled weights (0: none)")
     grad_clip: float | None = option(1.0, "gradient-norm clip (none: off)")
     conditional: bool = option(False, "class-conditional (digits labels)")
@@ -91,6 +103,9 @@ class DiffusionConfig(RunConfig):
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
+        if not self.log_snr_min < self.log_snr_max:
+            raise ConfigError(f"log_snr_min, log_snr_max: need min < max, got "
+                              f"{self.log_snr_min}, {self.log_snr_max}")
         if not 0 <= self.label_dropout < 1:
             raise ConfigError(f"label_dropout: must be in [0, 1), got {self.label_dropout}")
 
@@ -102,7 +117,7 @@ class DiffusionSampling(SampleConfig):
     sampler: Literal["ddpm", "ddim"] = option("ddpm", "ancestral DDPM or DDIM")
     steps: int | None = option(None, "steps visited (none: all T)")
     eta: float = option(0.0, "DDIM noise (0: deterministic; 1 with all steps: DDPM)")
-    guidance: float = option(3.0, "classifier-free guidance scale (conditional runs)")
+    guidance: float = option(2.0, "classifier-free guidance scale (conditional runs)")
     label: int | None = option(None, "requested class (none: labels 0..9 in turn)")
     clip: bool = option(True, "clamp predicted x_0 to [-1, 1] (digits)")
 
@@ -117,20 +132,27 @@ class DiffusionSampling(SampleConfig):
             raise ConfigError(f"label: must be >= 0, got {self.label}")
 
 
-_VECTORS: dict[str, Any] = {"steps": 4000, "batch_size": 256, "lr": 1e-3, "T": 200,
+_VECTORS: dict[str, Any] = {"prediction": "epsilon", "dropout": 0.0, "steps": 4000,
+                            "batch_size": 256, "lr": 1e-3, "T": 200,
                             "hidden": (128, 128, 128), "val_every": 500}
 
 
 def build_ddpm(config: DiffusionConfig, shape: tuple[int, ...], levels: int | None,
                num_classes: int = 0) -> DDPM:
     """The DDPM of a config for examples of ``shape`` (U-Net on 8x8 digits, MLP on vectors)."""
-    sched = NoiseSchedule.make(config.schedule, config.T)
+    extra = ({"log_snr_min": config.log_snr_min, "log_snr_max": config.log_snr_max}
+             if config.schedule == "cosine_snr" else {})
+    sched = NoiseSchedule.make(config.schedule, config.T, **extra)
     if len(shape) != 1:
         raise ProbgenError(f"data: the diffusion family takes digits or vectors (N, D), got "
                            f"examples of shape {shape}")
+    if config.prediction == "levels" and not levels:
+        raise ConfigError("prediction: 'levels' needs integer-level data such as digits; use "
+                          "epsilon, x0 or v for vectors")
+    k = int(levels) if config.prediction == "levels" else 1
     side = math.isqrt(shape[0])
     if config.net == "unet" and levels is not None and side * side == shape[0]:
-        net: nn.Module = UNet(1, channels=config.channels, mults=config.mults,
+        net: nn.Module = UNet(1, k, channels=config.channels, mults=config.mults,
                               num_res_blocks=config.res_blocks, num_classes=num_classes,
                               dropout=config.dropout)
         net_shape: tuple[int, ...] = (1, side, side)
@@ -138,7 +160,8 @@ def build_ddpm(config: DiffusionConfig, shape: tuple[int, ...], levels: int | No
         raise ConfigError(f"net: the U-Net needs square images at integer levels, got examples "
                           f"of shape {shape}")
     else:
-        net, net_shape = TimeMLP(shape[0], config.hidden, num_classes=num_classes), shape
+        net, net_shape = TimeMLP(shape[0], config.hidden, out_dim=shape[0] * k,
+                                 num_classes=num_classes, dropout=config.dropout), shape
     return DDPM(net, sched, shape, net_shape, config.prediction, config.variance, levels,
                 num_classes)
 
