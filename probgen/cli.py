@@ -120,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int | None:
     if distributed.is_main():
         _print_metrics(run.metrics)
         print(f"run folder: {out}")
+    distributed.finish()  # every rank leaves the group together, before interpreter exit
     return None
 
 

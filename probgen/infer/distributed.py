@@ -68,7 +68,7 @@ from probgen.errors import ProbgenError
 from probgen.infer.objectives import Objective
 from probgen.infer.shard_noise import ShardNoise, rank_streams
 
-__all__ = ["setup", "world_size", "rank", "env_rank", "local_rank", "is_main", "barrier",
+__all__ = ["setup", "finish", "world_size", "rank", "env_rank", "local_rank", "is_main", "barrier",
            "device_for_rank", "shard_bounds", "ShardedObjective", "wrap_objective",
            "sync_gradients", "broadcast_tensors", "all_sum", "REDUCTIONS"]
 
@@ -174,6 +174,21 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
         dist.init_process_group(backend)
     atexit.register(_teardown)
     return device
+
+
+def finish() -> None:
+    """Leave the process group together: wait for every rank, then destroy the group.
+
+    Called at the end of [`train`][probgen.models.family.train] and by the CLI, so that no
+    rank tears its connections down while another (rank 0 evaluating and writing the run
+    folder) still holds them; a rank that exits alone from a gloo group can abort in the
+    C++ teardown ("terminate called without an active exception"). Nothing without a group;
+    calling it twice is harmless. An ``atexit`` hook destroys a group left open.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def _teardown() -> None:

@@ -477,8 +477,9 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
                     f"{cfg.patience} checks; best at step {res.final.get('best_step')}, "
                     "its weights kept)")
     ctx.say(f"trained in {seconds:.1f} s")
-    if not distributed.is_main():  # rank 0 evaluates and writes
+    if not distributed.is_main():  # rank 0 evaluates and writes; the others wait for it
         run.metrics = _json_safe(metrics)
+        distributed.barrier()
         return run
     metrics.update(train_seconds=seconds, num_params=run.num_params())
     metrics.update(run.evaluate(progress))
@@ -492,6 +493,7 @@ def train(family: str | Family, data: str | os.PathLike | DataSplits | None = No
         run.save_samples(out_path / run.sample_file, n=64 if run.kind != "text" else 8,
                          seed=cfg.seed)
         ctx.say(f"run folder: {out_path}")
+    distributed.barrier()  # the other ranks leave once the run folder is written
     return run
 
 
