@@ -63,7 +63,8 @@ def test_bad_input_one_line_errors(run, call, match):
     ({"sigma_min": 2.0}, "sigma_min"), ({"anneal_step": 0.0}, "anneal_step"),
     ({"refine_step": -0.01}, "refine_step"), ({"refine_steps": -1}, "refine_steps"),
     ({"ema": 1.0}, "ema"), ({"pt_levels": 0}, "pt_levels"), ({"pt_beta_min": 2.0}, "pt_beta_min"),
-    ({"pt_step": 0.0}, "pt_step"),
+    ({"pt_step": 0.0}, "pt_step"), ({"decay_steps": 0}, "decay_steps"),
+    ({"lr_decay": "linear"}, "lr_decay"),
 ])
 def test_bad_config_one_line_errors(tmp_path, sets, match):
     with pytest.raises(ProbgenError, match=match) as info:
@@ -81,9 +82,32 @@ def test_two_phase_langevin_targets_the_energy(run):
         q.mu.copy_(torch.tensor([0.3, -0.2]))
         q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))  # a correlated, narrow Gaussian
     cov = torch.linalg.inv(q.precision().detach())
-    # the defaults (a large exploring step, then a small refining one), from uniform noise
-    cfg = replace(run.config, sample_steps=1000, sample_step=0.05, refine_steps=200,
-                  refine_step=0.005)
+    # sampler=mala (a large exploring step, then a small refining one), from uniform noise
+    cfg = replace(run.config, sampler="mala", sample_steps=1000, sample_step=0.05,
+                  refine_steps=200, refine_step=0.005)
+    x = EBMRun(q, cfg, run.splits).sample(2000, seed=0)
+    torch.testing.assert_close(x.mean(0), q.mu.detach(), atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0.1)
+
+
+def test_default_sampler_settings_target_the_energy(run):
+    """The full (not fast) sampling defaults, parallel tempering then MALA, on the narrow
+    correlated Gaussian of the test above."""
+    from dataclasses import replace
+
+    from probgen.models.ebm.run import EBMRun
+    from probgen.models.ebm.train import EBMConfig
+
+    q = QuadraticEnergy(2)
+    with torch.no_grad():
+        q.mu.copy_(torch.tensor([0.3, -0.2]))
+        q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))
+    cov = torch.linalg.inv(q.precision().detach())
+    d = EBMConfig()
+    assert d.sampler == "pt"
+    names = ("sampler", "pt_levels", "pt_beta_min", "pt_step", "pt_steps", "refine_steps",
+             "refine_step")
+    cfg = replace(run.config, **{k: getattr(d, k) for k in names})
     x = EBMRun(q, cfg, run.splits).sample(2000, seed=0)
     torch.testing.assert_close(x.mean(0), q.mu.detach(), atol=0.03, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0.1)
@@ -116,8 +140,9 @@ def test_energy_program_is_the_trained_energy(run):
 
 @pytest.mark.parametrize("objective", ["cd", "nce"])  # the objectives with state to resume
 def test_other_objectives_train_and_resume(tmp_path, objective):
+    # the cosine's horizon fixed: by default it is the run's steps, which the resume extends
     kw = dict(data="moons", fast=True, progress=False, objective=objective, val_every=5,
-              steps=10)
+              steps=10, decay_steps=10)
     full = train("ebm", out=tmp_path / "a", **kw)
     train("ebm", out=tmp_path / "b", **{**kw, "steps": 5})
     resumed = train("ebm", out=tmp_path / "b", resume=True, progress=False, steps=10)

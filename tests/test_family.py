@@ -23,9 +23,9 @@ from probgen.models.config import (
 )
 from probgen.models.family import family_names, get_family, load_run, train
 
-#: settings that make every family's run short, and the cosine horizon of GPT explicit so a
-#: half-length run follows the same schedule as the full one
-_SHORT = {"gpt": {"decay_steps": 12}}
+#: settings that make every family's run short, and the cosine horizon of GPT and the EBM
+#: explicit so a half-length run follows the same schedule as the full one
+_SHORT = {"gpt": {"decay_steps": 12}, "ebm": {"decay_steps": 12}}
 _STEPS = 12
 
 

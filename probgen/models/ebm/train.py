@@ -18,7 +18,10 @@ picks the training criterion:
 - ``cd``: [`ContrastiveDivergence`][probgen.models.ebm.contrastive.ContrastiveDivergence]
   (Du & Mordatch 2019);
 - ``nce``: [`NCE`][probgen.models.ebm.contrastive.NCE] (Gutmann & Hyvarinen 2010), the default
-  on 2-D data (test NLL within 0.02 nats of the flow on the swiss roll).
+  on 2-D data (test NLL 0.06-0.17 nats below the flow's on the swiss roll, seeds 0-2).
+
+Energy models are sampled by parallel tempering with MALA moves by default (``sampler=pt``),
+then a short small-step MALA phase; ``sampler=mala`` is the two-phase MALA chain.
 
 ``ncsn`` trains a noise-conditional score network
 ([`NoiseScoreNet`][probgen.models.ebm.nets.NoiseScoreNet]) and samples by annealed Langevin
@@ -36,6 +39,7 @@ Examples:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +78,11 @@ class EBMConfig(RunConfig):
     steps: int = option(4000, "training steps")
     batch_size: int = option(256, "examples per step")
     lr: float = option(1e-3, "learning rate")
+    lr_decay: Literal["cosine", "none"] = option(
+        "cosine", "learning-rate schedule: cosine from lr to lr / 50 over decay_steps, or "
+                  "constant")
+    decay_steps: int | None = option(None, "horizon of the cosine (none: steps; set it to "
+                                           "resume a shorter run into a longer one exactly)")
     patience: int | None = option(None, "validations without improvement before stopping")
     objective: Objectives = option("nce", "training objective (see the module)")
     hidden: int = option(128, "width of the energy / score network")
@@ -94,7 +103,8 @@ class EBMConfig(RunConfig):
     buffer: int = option(10000, "cd: replay-buffer size")
     nce_nu: int = option(4, "nce: noise samples per data point")
     sampler: Literal["mala", "ula", "pt"] = option(
-        "mala", "energy models: Langevin sampler (pt: parallel tempering with MALA moves)")
+        "pt", "energy models: Langevin sampler (pt: parallel tempering with MALA moves; mala: "
+              "the two-phase MALA chain; ula: unadjusted Langevin)")
     sample_steps: int = option(1000, "energy models: Langevin steps of the exploring phase")
     sample_step: float = option(0.05, "energy models: Langevin step size of the exploring phase "
                                       "(large: MALA's rare accepted jumps move chains between "
@@ -105,7 +115,7 @@ class EBMConfig(RunConfig):
     pt_levels: int = option(8, "pt: temperatures of the replica-exchange ladder")
     pt_beta_min: float = option(0.05, "pt: the hottest inverse temperature")
     pt_step: float = option(0.01, "pt: MALA step at beta = 1 (step / beta at beta)")
-    pt_steps: int = option(300, "pt: replica-exchange steps (then the refining phase)")
+    pt_steps: int = option(1000, "pt: replica-exchange steps (then the refining phase)")
     grid: int = option(400, "2-D: quadrature cells per side for the normaliser")
     margin: float = option(1.0, "2-D: quadrature box = data box widened by this")
 
@@ -128,6 +138,8 @@ class EBMConfig(RunConfig):
             raise ConfigError(f"pt_beta_min: must be <= 1, got {self.pt_beta_min}")
         if self.refine_steps < 0:
             raise ConfigError(f"refine_steps: must be >= 0, got {self.refine_steps}")
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise ConfigError(f"decay_steps: must be >= 1 (or none), got {self.decay_steps}")
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema: must be in [0, 1), got {self.ema}")
         if self.cd_alpha < 0:
@@ -175,6 +187,17 @@ def build_objective(config: EBMConfig, train: torch.Tensor, net: nn.Module | Non
     return NCE(flat.mean(0), 1.5 * flat.std(0) + 1e-3, nu=config.nce_nu)
 
 
+def _cosine(steps: int) -> Callable[[int], float]:
+    """``step -> factor``: a cosine from 1 to 0.02 over ``steps`` (step is 1-based). On the
+    swiss roll it takes the last iterate's noise out of the normalised density: exact draws
+    from NCE models of seeds 0-2 come to energy distance 1.2x the flow's, against up to 3.8x
+    at a constant rate (README, "Measured here")."""
+    def factor(step: int) -> float:
+        t = min(1.0, (step - 1) / max(1, steps))
+        return 0.02 + 0.49 * (1 + math.cos(math.pi * t))
+    return factor
+
+
 def _model_scale(splits: DataSplits, x: torch.Tensor) -> torch.Tensor:
     x = x.reshape(x.shape[0], -1).float()
     return x / (splits.levels - 1) if splits.levels else x
@@ -196,7 +219,8 @@ def _fit(config: EBMConfig, splits: DataSplits, ctx: TrainContext) -> EBMRun:
             batch_size=config.batch_size, lr=config.lr, seed=config.seed,
             val_data=val if use_val else None, val_every=config.val_every,
             patience=config.patience if use_val else None, log_every=config.val_every,
-            grad_clip=10.0)
+            grad_clip=10.0, lr_schedule=_cosine(config.decay_steps or config.steps)
+            if config.lr_decay == "cosine" else None)
     net.eval()
     if ctx.out is not None and run.is_energy and run.dim == 2:
         from probgen.models.ebm.plots import plot_energy_2d
@@ -241,11 +265,13 @@ FAMILY = Family(
     kinds=("vectors", "digits"),
     default_data="swiss_roll",
     data_names=("swiss_roll", "moons", "eight_gaussians", "checkerboard", "rings", "digits"),
-    presets={"digits": {"objective": "ncsn", "hidden": 256, "depth": 3, "batch_size": 128,
+    presets={"digits": {"objective": "ncsn", "lr_decay": "none", "hidden": 256, "depth": 3,
+                        "batch_size": 128,
                         "steps": 4000, "lr": 1e-3, "sigma_max": 3.0, "sigma_min": 0.02,
                         "num_levels": 10, "steps_per_level": 100, "anneal_step": 2e-5,
                         "sample_step": 1e-4, "refine_step": 1e-4}},
     fast={"*": {"steps": 40, "val_every": 20, "hidden": 32, "depth": 2, "grid": 100,
-                "sample_steps": 50, "refine_steps": 10, "buffer": 500, "cd_steps": 5},
+                "sample_steps": 50, "pt_steps": 30, "refine_steps": 10, "buffer": 500,
+                "cd_steps": 5},
           "digits": {"steps": 30, "steps_per_level": 5, "num_levels": 4, "channels": 8}},
 )
