@@ -290,7 +290,7 @@ def finetune_run(base: str | os.PathLike, data: str | os.PathLike,
                   batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                   optimizer=_optimizer(cfg.weight_decay, cfg.lr),
                   lr_schedule=_schedule(cfg.warmup, cfg.steps),
-                  grad_clip=cfg.grad_clip * cfg.batch_size * targets, val_data=val,
+                  reduction="mean", grad_clip=cfg.grad_clip * targets, val_data=val,
                   val_every=cfg.val_every, patience=cfg.patience, log_every=cfg.val_every)
     seconds = time.perf_counter() - t0
     gpt.eval()
