@@ -75,17 +75,26 @@ __all__ = ["FinetuneConfig", "read_instructions", "encode_instructions", "finetu
 
 @dataclass
 class FinetuneConfig(RunConfig):
-    """Settings of ``probgen finetune`` (``--show-config`` lists them with their help)."""
+    """Settings of ``probgen finetune`` (``--show-config`` lists them with their help).
 
-    steps: int = option(400, "fine-tuning steps")
+    The defaults are measured on the runs ``probgen train gpt`` makes (small character GPTs)
+    and the 400 toy instructions of tutorial 04: a 2-layer, 64-wide base answers 100% of its
+    training and held-out prompts after 800 steps at ``lr=3e-3`` without dropout, but 54%
+    at ``lr=1e-3`` (dropout 0) and 96% / 85% with the base's dropout of 0.1 at ``lr=3e-3``;
+    400 steps at ``lr=3e-3`` are too few (54%). A 4-layer, 128-wide base reaches 98% in 300
+    steps at the same rate. Dropout is off by default because the point is to fit a small
+    set of answers exactly; ``--set dropout=none`` keeps the base run's.
+    """
+
+    steps: int = option(800, "fine-tuning steps")
     batch_size: int = option(8, "examples per step")
-    lr: float = option(3e-4, "peak learning rate")
+    lr: float = option(3e-3, "peak learning rate")
     val_every: int = option(50, "steps between validations")
     patience: int | None = option(None, "validations without improvement before stopping")
     loss: Literal["response", "sequence"] = option(
         "response", "response: NLL of the response tokens only; sequence: of every token")
     val_fraction: float = option(0.1, "share of the examples held out for validation")
-    dropout: float | None = option(None, "dropout while fine-tuning (none: the base run's)")
+    dropout: float | None = option(0.0, "dropout while fine-tuning (none: the base run's)")
     weight_decay: float = option(0.0, "AdamW weight decay of the weight matrices")
     warmup: int = option(20, "steps of linear learning-rate warm-up")
     grad_clip: float = option(1.0, "gradient-norm clip of the per-token loss")
