@@ -30,7 +30,7 @@ Examples:
     >>> d = tempfile.mkdtemp()
     >>> text = " ".join(format_prompt(e) + e.output for e in ex) + "0123456789"
     >>> base = train("gpt", data=text_splits(text * 3), out=d + "/base", progress=False,
-    ...              steps=5, block_size=128, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    ...              steps=5, block_size=256, n_layer=1, n_head=2, n_embd=16, batch_size=4)
     >>> with open(d + "/ex.jsonl", "w") as f:
     ...     for e in ex:
     ...         print(json.dumps({"instruction": e.instruction, "input": e.input,
