@@ -147,3 +147,18 @@ def test_errors_name_the_block_size_and_the_real_length(base, tmp_path, capsys):
     assert main(["finetune", str(tmp / "base"), "--data", str(tmp_path / "chars.jsonl"),
                  "--out", str(tmp_path / "z"), "--quiet"]) == 2
     assert "example 1" in capsys.readouterr().err
+
+
+def test_dropout_is_off_unless_the_base_runs_is_asked_for(base, tmp_path):
+    tmp, data = base
+    notes = tmp / "notes.txt"
+    drop = ["--set", "block_size=320", "n_layer=1", "n_head=2", "n_embd=16", "dropout=0.2",
+            "batch_size=4", "--steps", "1", "--quiet"]
+    assert main(["train", "gpt", "--data", str(notes), "--out", str(tmp_path / "b"), *drop]) == 0
+    for extra, p in (([], 0.0), (["dropout=none"], 0.2)):
+        out = tmp_path / f"ft{p}"
+        assert main(["finetune", str(tmp_path / "b"), "--data", str(data), "--out", str(out),
+                     "--steps", "1", "--set", "batch_size=4", "val_fraction=0", *extra,
+                     "--quiet"]) == 0
+        assert runs.read_json(out / "config.json")["config"]["dropout"] == p
+        assert load_run(out).model.config.dropout == p

@@ -30,7 +30,7 @@ Examples:
     >>> d = tempfile.mkdtemp()
     >>> text = " ".join(format_prompt(e) + e.output for e in ex) + "0123456789"
     >>> base = train("gpt", data=text_splits(text * 3), out=d + "/base", progress=False,
-    ...              steps=5, block_size=128, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    ...              steps=5, block_size=256, n_layer=1, n_head=2, n_embd=16, batch_size=4)
     >>> with open(d + "/ex.jsonl", "w") as f:
     ...     for e in ex:
     ...         print(json.dumps({"instruction": e.instruction, "input": e.input,
@@ -75,17 +75,26 @@ __all__ = ["FinetuneConfig", "read_instructions", "encode_instructions", "finetu
 
 @dataclass
 class FinetuneConfig(RunConfig):
-    """Settings of ``probgen finetune`` (``--show-config`` lists them with their help)."""
+    """Settings of ``probgen finetune`` (``--show-config`` lists them with their help).
 
-    steps: int = option(400, "fine-tuning steps")
+    The defaults are measured on the runs ``probgen train gpt`` makes (small character GPTs)
+    and the 400 toy instructions of tutorial 04: a 2-layer, 64-wide base answers 100% of its
+    training and held-out prompts after 800 steps at ``lr=3e-3`` without dropout, but 54%
+    at ``lr=1e-3`` (dropout 0) and 96% / 85% with the base's dropout of 0.1 at ``lr=3e-3``;
+    400 steps at ``lr=3e-3`` are too few (54%). A 4-layer, 128-wide base reaches 98% in 300
+    steps at the same rate. Dropout is off by default because the point is to fit a small
+    set of answers exactly; ``--set dropout=none`` keeps the base run's.
+    """
+
+    steps: int = option(800, "fine-tuning steps")
     batch_size: int = option(8, "examples per step")
-    lr: float = option(3e-4, "peak learning rate")
+    lr: float = option(3e-3, "peak learning rate")
     val_every: int = option(50, "steps between validations")
     patience: int | None = option(None, "validations without improvement before stopping")
     loss: Literal["response", "sequence"] = option(
         "response", "response: NLL of the response tokens only; sequence: of every token")
     val_fraction: float = option(0.1, "share of the examples held out for validation")
-    dropout: float | None = option(None, "dropout while fine-tuning (none: the base run's)")
+    dropout: float | None = option(0.0, "dropout while fine-tuning (none: the base run's)")
     weight_decay: float = option(0.0, "AdamW weight decay of the weight matrices")
     warmup: int = option(20, "steps of linear learning-rate warm-up")
     grad_clip: float = option(1.0, "gradient-norm clip of the per-token loss")
@@ -290,7 +299,7 @@ def finetune_run(base: str | os.PathLike, data: str | os.PathLike,
                   batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                   optimizer=_optimizer(cfg.weight_decay, cfg.lr),
                   lr_schedule=_schedule(cfg.warmup, cfg.steps),
-                  grad_clip=cfg.grad_clip * cfg.batch_size * targets, val_data=val,
+                  reduction="mean", grad_clip=cfg.grad_clip * targets, val_data=val,
                   val_every=cfg.val_every, patience=cfg.patience, log_every=cfg.val_every)
     seconds = time.perf_counter() - t0
     gpt.eval()
