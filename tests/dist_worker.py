@@ -71,9 +71,12 @@ def train(out: Path, steps: int, objective: str, resume: bool = False) -> None:
     torch.manual_seed(0)
     vae = VAE((64,), 4, likelihood="pixelcnn", num_levels=17, hidden=(32,))
     obj = CriticELBO() if objective == "critic" else None
-    # reduction="mean" with lr 40 x 2e-4: the same steps as SGD on the batch sum (the default
-    # "sum" estimates the loss of all 1000 examples, 25x the batch sum, too large a step here)
-    fit(vae, None, splits.train, objective=obj, steps=steps, batch_size=40, lr=8e-3, seed=3,
+    # reduction="mean" with lr 40 x 5e-5: the same steps as SGD on the batch sum (the default
+    # "sum" estimates the loss of all 1000 examples, 25x the batch sum, too large a step here).
+    # At lr 8e-3 the run is chaotic: float32 rounding of the two half-batch gradients (1e-7
+    # relative) grew to 2e-5 in 5 steps and 5e-3 in 45; at 2e-3 the two sides stay within 1e-6
+    # over all 45 steps, so the test's 1e-5 catches a real difference, not rounding.
+    fit(vae, None, splits.train, objective=obj, steps=steps, batch_size=40, lr=2e-3, seed=3,
         optimizer=_sgd, reduction="mean", val_data=splits.val[:90], val_every=10, log_every=10,
         progress=False, out=out, resume=resume, sample_fn=vae.sample_images, num_samples=4)
 
@@ -81,7 +84,7 @@ def train(out: Path, steps: int, objective: str, resume: bool = False) -> None:
 def _sgd(params: list[torch.Tensor]) -> torch.optim.Optimizer:
     # SGD rather than Adam: Adam divides each gradient by its own running size, which turns
     # float32 rounding in gradients whose terms cancel (about 1e-7) into steps of size lr
-    return torch.optim.SGD(params, lr=8e-3, momentum=0.9)
+    return torch.optim.SGD(params, lr=2e-3, momentum=0.9)
 
 
 def _audit(out: Path, log: list[list[str]]) -> None:
