@@ -72,7 +72,9 @@ def test_bad_config_one_line_errors(tmp_path, sets, match):
     assert "\n" not in str(info.value)
 
 
-def test_two_phase_langevin_targets_the_energy(run):
+def _sample_narrow_gaussian(run, n, **settings):
+    """``n`` samples of the family's sampler, with ``settings`` replacing the run's, from a
+    correlated, narrow Gaussian energy; returns them with the Gaussian's mean and covariance."""
     from dataclasses import replace
 
     from probgen.models.ebm.run import EBMRun
@@ -80,53 +82,38 @@ def test_two_phase_langevin_targets_the_energy(run):
     q = QuadraticEnergy(2)
     with torch.no_grad():
         q.mu.copy_(torch.tensor([0.3, -0.2]))
-        q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))  # a correlated, narrow Gaussian
+        q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))
     cov = torch.linalg.inv(q.precision().detach())
+    x = EBMRun(q, replace(run.config, **settings), run.splits).sample(n, seed=0)
+    return x, q.mu.detach(), cov
+
+
+def test_two_phase_langevin_targets_the_energy(run):
     # sampler=mala (a large exploring step, then a small refining one), from uniform noise
-    cfg = replace(run.config, sampler="mala", sample_steps=1000, sample_step=0.05,
-                  refine_steps=200, refine_step=0.005)
-    x = EBMRun(q, cfg, run.splits).sample(2000, seed=0)
-    torch.testing.assert_close(x.mean(0), q.mu.detach(), atol=0.03, rtol=0)
+    x, mu, cov = _sample_narrow_gaussian(run, 2000, sampler="mala", sample_steps=1000,
+                                         sample_step=0.05, refine_steps=200, refine_step=0.005)
+    torch.testing.assert_close(x.mean(0), mu, atol=0.03, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0.1)
 
 
 def test_default_sampler_settings_target_the_energy(run):
-    """The full (not fast) sampling defaults, parallel tempering then MALA, on the narrow
-    correlated Gaussian of the test above."""
-    from dataclasses import replace
-
-    from probgen.models.ebm.run import EBMRun
+    """The full (not fast) sampling defaults, parallel tempering then MALA."""
     from probgen.models.ebm.train import EBMConfig
 
-    q = QuadraticEnergy(2)
-    with torch.no_grad():
-        q.mu.copy_(torch.tensor([0.3, -0.2]))
-        q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))
-    cov = torch.linalg.inv(q.precision().detach())
     d = EBMConfig()
     assert d.sampler == "pt"
     names = ("sampler", "pt_levels", "pt_beta_min", "pt_step", "pt_steps", "refine_steps",
              "refine_step")
-    cfg = replace(run.config, **{k: getattr(d, k) for k in names})
-    x = EBMRun(q, cfg, run.splits).sample(2000, seed=0)
-    torch.testing.assert_close(x.mean(0), q.mu.detach(), atol=0.03, rtol=0)
+    x, mu, cov = _sample_narrow_gaussian(run, 2000, **{k: getattr(d, k) for k in names})
+    torch.testing.assert_close(x.mean(0), mu, atol=0.03, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), cov, atol=0.03, rtol=0.1)
 
 
 def test_tempering_sampler_targets_the_energy(run):
-    from dataclasses import replace
-
-    from probgen.models.ebm.run import EBMRun
-
-    q = QuadraticEnergy(2)
-    with torch.no_grad():
-        q.mu.copy_(torch.tensor([0.3, -0.2]))
-        q.raw.copy_(torch.tensor([[0.5, 0.0], [0.8, 0.2]]))
-    cov = torch.linalg.inv(q.precision().detach())
-    cfg = replace(run.config, sampler="pt", pt_levels=4, pt_beta_min=0.1, pt_step=0.05,
-                  pt_steps=300, refine_steps=0)
-    x = EBMRun(q, cfg, run.splits).sample(4000, seed=0)  # standard error of the mean ~0.013
-    torch.testing.assert_close(x.mean(0), q.mu.detach(), atol=0.04, rtol=0)
+    x, mu, cov = _sample_narrow_gaussian(run, 4000, sampler="pt", pt_levels=4, pt_beta_min=0.1,
+                                         pt_step=0.05, pt_steps=300, refine_steps=0)
+    # standard error of the mean ~0.013
+    torch.testing.assert_close(x.mean(0), mu, atol=0.04, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), cov, atol=0.04, rtol=0.1)
 
 

@@ -48,7 +48,8 @@ from probgen.infer.precision import Precision, compile_networks
 from probgen.infer.scaling import Scaling, plan_scaling, scaled_program
 from probgen.infer.streaming import make_batches
 
-__all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler"]
+__all__ = ["fit", "FitResult", "NonFiniteLossError", "as_tensors", "BatchSampler",
+           "cosine_schedule"]
 
 
 class NonFiniteLossError(ProbgenError, FloatingPointError):
@@ -242,6 +243,23 @@ def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ProbgenError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def cosine_schedule(steps: int, warmup: int = 0, floor: float = 0.1) -> Callable[[int], float]:
+    """A ``lr_schedule`` for [`fit`][probgen.infer.fit.fit]: a linear warm-up over ``warmup``
+    steps, then a cosine from 1 down to ``floor`` at step ``steps`` (steps are 1-based).
+
+    Examples:
+        >>> f = cosine_schedule(100, floor=0.02)
+        >>> f(1), round(f(51), 2), round(f(101), 2)
+        (1.0, 0.51, 0.02)
+    """
+    def factor(step: int) -> float:
+        if step <= warmup:
+            return step / max(1, warmup)
+        t = min(1.0, (step - 1 - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) / 2 * (1 + math.cos(math.pi * t))
+    return factor
 
 
 def fit(

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from probgen.data.splits import DataSplits
 from probgen.data.text import TokenWindows, disjoint_windows
 from probgen.errors import ProbgenError
+from probgen.infer.fit import cosine_schedule
 from probgen.models.arm.gpt import GPT, GPTConfig
 from probgen.models.config import ConfigError, RunConfig, option
 from probgen.models.family import Family, Run, TrainContext
@@ -198,12 +199,7 @@ def _optimizer(weight_decay: float, lr: float) -> Any:
 
 def _schedule(warmup: int, steps: int) -> Any:
     """Linear warm-up over ``warmup`` steps, then a cosine from 1 to 0.1 (step is 1-based)."""
-    def factor(step: int) -> float:
-        if step <= warmup:
-            return step / max(1, warmup)
-        t = min(1.0, (step - 1 - warmup) / max(1, steps - warmup))
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * t))
-    return factor
+    return cosine_schedule(steps, warmup, floor=0.1)
 
 
 def _fit(config: GPTTrainConfig, splits: DataSplits, ctx: TrainContext) -> GPTRun:

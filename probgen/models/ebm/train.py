@@ -51,6 +51,7 @@ from torch import nn
 from probgen.data.splits import DataSplits
 from probgen.errors import ProbgenError
 from probgen.infer import runs
+from probgen.infer.fit import cosine_schedule
 from probgen.infer.objectives import Objective
 from probgen.models.config import ConfigError, RunConfig, option
 from probgen.models.ebm.contrastive import NCE, ContrastiveDivergence
@@ -187,15 +188,14 @@ def build_objective(config: EBMConfig, train: torch.Tensor, net: nn.Module | Non
     return NCE(flat.mean(0), 1.5 * flat.std(0) + 1e-3, nu=config.nce_nu)
 
 
-def _cosine(steps: int) -> Callable[[int], float]:
-    """``step -> factor``: a cosine from 1 to 0.02 over ``steps`` (step is 1-based). On the
-    swiss roll it takes the last iterate's noise out of the normalised density: exact draws
-    from NCE models of seeds 0-2 come to energy distance 1.2x the flow's, against up to 3.8x
-    at a constant rate (README, "Measured here")."""
-    def factor(step: int) -> float:
-        t = min(1.0, (step - 1) / max(1, steps))
-        return 0.02 + 0.49 * (1 + math.cos(math.pi * t))
-    return factor
+def _lr_schedule(config: EBMConfig) -> Callable[[int], float] | None:
+    """``lr_decay=cosine``: from lr to lr / 50 over ``decay_steps`` (default: the run's steps).
+    On the swiss roll it takes the last iterate's noise out of the normalised density: exact
+    draws from NCE models of seeds 0-2 come to energy distance 1.2x the flow's, against up to
+    3.8x at a constant rate (README, "Measured here")."""
+    if config.lr_decay != "cosine":
+        return None
+    return cosine_schedule(config.decay_steps or config.steps, floor=0.02)
 
 
 def _model_scale(splits: DataSplits, x: torch.Tensor) -> torch.Tensor:
@@ -219,8 +219,7 @@ def _fit(config: EBMConfig, splits: DataSplits, ctx: TrainContext) -> EBMRun:
             batch_size=config.batch_size, lr=config.lr, seed=config.seed,
             val_data=val if use_val else None, val_every=config.val_every,
             patience=config.patience if use_val else None, log_every=config.val_every,
-            grad_clip=10.0, lr_schedule=_cosine(config.decay_steps or config.steps)
-            if config.lr_decay == "cosine" else None)
+            grad_clip=10.0, lr_schedule=_lr_schedule(config))
     net.eval()
     if ctx.out is not None and run.is_energy and run.dim == 2:
         from probgen.models.ebm.plots import plot_energy_2d
