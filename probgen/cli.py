@@ -286,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embedded data name (digits, moons, swiss_roll, text, ...) or a local "
                         "path (.npy/.npz/.pt/.safetensors array, image folder, .txt)")
     t.add_argument("--out", default=None, help="run folder (default: runs/FAMILY[-N])")
-    t.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override config settings")
+    # "extend": a repeated --set adds its settings (argparse's default keeps the last one only)
+    t.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override config settings (may be repeated)")
     t.add_argument("--config", default=None, help="a YAML/JSON file of settings")
     t.add_argument("--show-config", action="store_true",
                    help="print every setting with its default and help, then exit")
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="number of samples")
     s.add_argument("--out", default=None, help="FILE.png | .npy | .pt | .txt")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+    s.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="sample-time settings of the family (e.g. diffusion: sampler=ddim "
                         "steps=50 eta=0 guidance=3 label=7)")
     s.set_defaults(func=cmd_sample)
@@ -324,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Recompute a run's test figures (NLL, FD / energy "
                                    "distance) from its folder.")
     e.add_argument("run", help="a run folder")
-    e.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+    e.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="sample-time settings used for the sample figures (fd, ...), as for "
                         "'probgen sample'")
     e.add_argument("--quiet", action="store_true", help="no progress output")
@@ -360,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("run", help="the GPT run folder to start from")
     ft.add_argument("--data", default=None, help="instructions: FILE.jsonl or FILE.json")
     ft.add_argument("--out", default=None, help="run folder (default: runs/finetune[-N])")
-    ft.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override settings")
+    ft.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                    help="override settings")
     ft.add_argument("--config", default=None, help="a YAML/JSON file of settings")
     ft.add_argument("--show-config", action="store_true",
                     help="print every setting with its default and help, then exit")

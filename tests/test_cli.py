@@ -147,6 +147,11 @@ def test_set_show_config_and_bad_keys(tmp_path, capsys):
     out = _train(tmp_path, "vae", "--set", "beta=4", "latent_dim=8", "--steps", "2")
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["beta"] == 4.0 and cfg["latent_dim"] == 8
+    # a repeated --set adds to the earlier ones (none of them is dropped)
+    again = _train(tmp_path, "vae", "--set", "beta=3", "--set", "latent_dim=5", "--steps", "2",
+                   name="again")
+    cfg = json.loads((again / "config.json").read_text())["config"]
+    assert cfg["beta"] == 3.0 and cfg["latent_dim"] == 5
     capsys.readouterr()
     assert main(["train", "vae", "--set", "nosuchkey=1"]) == 2
     err = capsys.readouterr().err

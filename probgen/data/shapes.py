@@ -12,6 +12,14 @@ independently, each over a fixed grid of values (``FACTORS``):
 | pos_y    | 8 positions down the middle of the image          |
 | colour   | 6 hues                                            |
 
+``make_shapes(..., centred=True)`` (``--data shapes_centred``) draws the same factors but puts
+every shape in the middle of the frame, unrotated (``pos_x = pos_y = 4``, ``rotation = 0``),
+as the objects of 3D Shapes stand in the middle of theirs; only shape, scale and colour vary
+(4 x 6 x 6 = 144 distinct images). Position and rotation are what
+defeat a single latent shape direction: a square and a circle differ in a few corner pixels,
+wherever the shape is, and a square at 45 degrees is a diamond (a circle at any angle is the
+same circle), so the code a VAE learns carries the shape differently at each pose.
+
 Images are rendered with 4x4 supersampling (anti-aliased), as ``(N, 3, H, W)`` floats in
 [0, 1]; the factors come back as integer indices, ``(N, 6)``. Everything is a pure function
 of the seed. [`match_factor`][probgen.data.shapes.match_factor] reads one factor back from any
@@ -34,7 +42,8 @@ import torch
 
 from probgen.errors import ProbgenError
 
-__all__ = ["FACTORS", "SHAPES", "ShapesData", "make_shapes", "render_shapes", "match_factor"]
+__all__ = ["FACTORS", "SHAPES", "CENTRED_POSE", "ShapesData", "make_shapes", "render_shapes",
+           "match_factor"]
 
 FACTORS: dict[str, int] = {
     "shape": 4,
@@ -104,19 +113,35 @@ def render_shapes(factors: torch.Tensor, size: int = 32) -> torch.Tensor:
     return out
 
 
-def make_shapes(n: int = 5000, size: int = 32, seed: int = 0) -> ShapesData:
+#: the pose of every shape in the centred layout (factor name -> index)
+CENTRED_POSE: dict[str, int] = {"rotation": 0, "pos_x": 4, "pos_y": 4}
+
+
+def make_shapes(n: int = 5000, size: int = 32, seed: int = 0, *,
+                centred: bool = False) -> ShapesData:
     """Draw ``n`` factor combinations uniformly (seeded) and render them.
+
+    With ``centred`` the pose factors are set to `CENTRED_POSE` after the draw: the same
+    shapes, scales and colours as ``centred=False`` with that seed, in the middle of the frame.
 
     Examples:
         >>> a, b = make_shapes(4, 16, seed=1), make_shapes(4, 16, seed=1)
         >>> torch.equal(a.images, b.images)
         True
+        >>> c = make_shapes(4, 16, seed=1, centred=True)
+        >>> torch.equal(c.factors[:, [0, 1, 5]], a.factors[:, [0, 1, 5]]), c.factors[0].tolist()
+        (True, [1, 1, 0, 4, 4, 0])
     """
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ProbgenError(f"n must be a positive integer, got {n!r}")
+    if not isinstance(centred, bool):
+        raise ProbgenError(f"centred must be True or False, got {centred!r}")
     gen = torch.Generator().manual_seed(seed)
     cols = [torch.randint(0, k, (n,), generator=gen) for k in FACTORS.values()]
     factors = torch.stack(cols, 1)
+    if centred:
+        for name, value in CENTRED_POSE.items():
+            factors[:, list(FACTORS).index(name)] = value
     return ShapesData(render_shapes(factors, size), factors)
 
 

@@ -9,7 +9,9 @@
   ``rings`` and the aliases ``swissroll``, ``8gaussians``): 5000 / 1000 / 2000 points drawn
   with seeds 0 / 1 / 2 (kind ``"vectors"``);
 - ``"shapes"``: procedurally rendered 32x32 RGB shapes, 5000 / 500 / 500 (kind ``"images"``;
-  the factors are the labels);
+  the factors are the labels); ``"shapes_centred"`` (alias ``shapes_centered``) the same
+  draws with every shape in the middle (as in 3D Shapes) and unrotated (see
+  [`probgen.data.shapes`][probgen.data.shapes]);
 - ``"text"``: the embedded corpus (text that ships with Python), split 80 / 10 / 10 by
   characters, test last (kind ``"text"``);
 - ``"digits_edges"`` / ``"digits_masked"``: paired image-to-image tasks made from the digits
@@ -57,11 +59,13 @@ EMBEDDED: dict[str, str] = {
     "checkerboard": "vectors",
     "rings": "vectors",
     "shapes": "images",
+    "shapes_centred": "images", "shapes_centered": "images",
     "text": "text",
     "digits_edges": "pairs", "digits_masked": "pairs",
     "digits_unpaired": "unpaired",
 }
-_ALIASES = {"swissroll": "swiss_roll", "8gaussians": "eight_gaussians"}
+_ALIASES = {"swissroll": "swiss_roll", "8gaussians": "eight_gaussians",
+            "shapes_centered": "shapes_centred"}
 #: what each kind of data is
 KINDS: dict[str, str] = {
     "digits": "8x8 digits at 17 integer levels, (N, 64)",
@@ -188,11 +192,14 @@ def _embedded(name: str) -> DataSplits:
         from probgen.data.text import default_corpus
 
         return _text(default_corpus(), name, None)
-    if name == "shapes":
+    if name in ("shapes", "shapes_centred"):
         from probgen.data.shapes import make_shapes
 
-        parts = [make_shapes(n, seed=s) for n, s in zip(_SHAPES_SIZES, (0, 1, 2))]
+        centred = name == "shapes_centred"
+        parts = [make_shapes(n, seed=s, centred=centred) for n, s in zip(_SHAPES_SIZES, (0, 1, 2))]
         info.update(sizes=list(_SHAPES_SIZES), seeds=[0, 1, 2], size=32)
+        if centred:
+            info.update(layout="centred: every shape in the middle, unrotated")
         return DataSplits("images", *(p.images for p in parts), info,
                           tuple(p.factors for p in parts))  # type: ignore[arg-type]
     if EMBEDDED[name] in ("pairs", "unpaired"):

@@ -15,7 +15,7 @@ On images (``--data shapes``, `IMAGE_PRESET`): a conv VAE of widths 32, 64, 128,
 beta 4, a learned-scale Gaussian decoder and a KL warm-up of 500 steps (an ``l1`` decoder starts
 as a Gaussian, see [`WarmupELBO`][probgen.models.vae.vae.WarmupELBO]). Measured (2,000 steps,
 186 s on 2 shared cores): test pixel MSE 0.0014, KL 44.2 nats; at 1,000 steps mse / l1 / bce
-give KL 32.3 / 26.6 / 7.9 nats (an l1 decoder without the warm-up: 0.09, all black). Draws from
+give KL 32.3 / 26.7 / 7.9 nats (an l1 decoder without the warm-up: 0.09, all black). Draws from
 ``p(z)`` decode to blobs; draws from a mixture fitted to the codes
 ([`ex_post_samples`][probgen.models.vae.latent.ex_post_samples]) to shapes.
 
@@ -383,7 +383,7 @@ FAMILY = Family(
     load=_load,
     kinds=("digits", "images"),
     default_data="digits",
-    data_names=("digits", "shapes"),
+    data_names=("digits", "shapes", "shapes_centred"),
     presets={"images": IMAGE_PRESET},
     fast={"*": {"steps": 60, "val_every": 20, "refine_steps": 5, "eval_samples": 20},
           "images": {"steps": 30, "val_every": 10, "refine_steps": 0, "eval_samples": 5,
