@@ -325,6 +325,7 @@ class NeuralCPD(CPD):
     rightmost dimensions of one draw (1 for a vector-valued node such as an image flattened to 64).
 
     Examples:
+        >>> import pyro.distributions as dist
         >>> import torch.nn as nn
         >>> class Dec(nn.Module):
         ...     def __init__(self):

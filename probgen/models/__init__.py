@@ -11,7 +11,7 @@ thin constructor over the shared engine ([`probgen.infer.fit.fit`][probgen.infer
 Examples:
     >>> from probgen.models import family_names
     >>> family_names()[:3]
-    ['arm', 'flow', 'gpt']
+    ['arm', 'cyclegan', 'diffusion']
 """
 
 from probgen.models import arm, flows, vae

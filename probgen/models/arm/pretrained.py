@@ -19,8 +19,7 @@ transposed on the way in and out. The causal-mask buffers (``attn.bias``,
 
 Examples:
     >>> import tempfile, torch
-    >>> from probgen.errors import ProbgenError
-from probgen.models.arm.gpt import GPT, GPTConfig
+    >>> from probgen.models.arm.gpt import GPT, GPTConfig
     >>> from probgen.models.arm.pretrained import load_gpt2, save_gpt2
     >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8))
     >>> with tempfile.TemporaryDirectory() as d:

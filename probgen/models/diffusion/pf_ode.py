@@ -51,8 +51,8 @@ class ProbabilityFlow(nn.Module):
     Examples:
         >>> from probgen.models.diffusion.sde import VPSDE
         >>> f = ProbabilityFlow(VPSDE(), lambda x, t: -x)
-        >>> f(torch.tensor(0.5), torch.ones(3, 2)).abs().max().item()  # N(0, I) is stationary
-        0.0
+        >>> f(torch.tensor(0.5), torch.ones(3, 2)).abs().max().item() < 1e-6  # N(0, I) is stationary
+        True
     """
 
     def __init__(self, sde: SDE, score: Score, shape: tuple[int, ...] | None = None) -> None:

@@ -12,8 +12,8 @@ Examples:
     >>> import torch
     >>> from probgen.models.ebm.nets import QuadraticEnergy
     >>> prog = EnergyProgram(QuadraticEnergy(2))
-    >>> energy_of(prog.model, torch.tensor([[1.0, 1.0]]))
-    tensor([1.], grad_fn=<NegBackward0>)
+    >>> energy_of(prog.model, torch.tensor([[1.0, 1.0]])).detach()  # |x|^2 / 2
+    tensor([1.])
 """
 
 from __future__ import annotations
