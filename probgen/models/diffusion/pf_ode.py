@@ -51,7 +51,8 @@ class ProbabilityFlow(nn.Module):
     Examples:
         >>> from probgen.models.diffusion.sde import VPSDE
         >>> f = ProbabilityFlow(VPSDE(), lambda x, t: -x)
-        >>> f(torch.tensor(0.5), torch.ones(3, 2)).abs().max().item() < 1e-6  # N(0, I) is stationary
+        >>> # N(0, I) is stationary: the drift is 0 up to rounding
+        >>> f(torch.tensor(0.5), torch.ones(3, 2)).abs().max().item() < 1e-6
         True
     """
 
