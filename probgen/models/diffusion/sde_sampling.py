@@ -156,9 +156,12 @@ def reverse_sde_sample(sde: SDE, score: Callable[[Tensor, Tensor], Tensor], x: T
         >>> from probgen.models.diffusion.sde import VPSDE
         >>> sde = VPSDE()
         >>> true_score = lambda x, t: -x  # data N(0, I) stays N(0, I) under the VP SDE
-        >>> x = reverse_sde_sample(sde, true_score, sde.prior_sample((2000, 2)), steps=100)
-        >>> round(x.var().item(), 1)
-        1.0
+        >>> _ = torch.manual_seed(0)
+        >>> x = reverse_sde_sample(sde, true_score, sde.prior_sample((20000, 2)), steps=100)
+        >>> # variance 1 up to the discretisation (+0.01 to +0.03 at 100 steps; 40,000 draws
+        >>> # have a standard error of 0.0075)
+        >>> abs(x.var().item() - 1) < 0.05
+        True
     """
     ts = time_grid(sde, steps, x.device)
 
@@ -191,10 +194,11 @@ def predictor_corrector_sample(sde: SDE, score: Callable[[Tensor, Tensor], Tenso
     Examples:
         >>> from probgen.models.diffusion.sde import VPSDE
         >>> sde = VPSDE()
-        >>> x = predictor_corrector_sample(sde, lambda x, t: -x, sde.prior_sample((2000, 2)),
+        >>> _ = torch.manual_seed(0)
+        >>> x = predictor_corrector_sample(sde, lambda x, t: -x, sde.prior_sample((20000, 2)),
         ...                                steps=50)
-        >>> round(x.var().item(), 1)
-        1.0
+        >>> abs(x.var().item() - 1) < 0.05  # N(0, I) again (+0.02 to +0.04 at 50 steps)
+        True
     """
     if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) \
             or corrector_steps < 0:
