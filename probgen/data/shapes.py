@@ -15,10 +15,9 @@ independently, each over a fixed grid of values (``FACTORS``):
 ``make_shapes(..., centred=True)`` (``--data shapes_centred``) draws the same factors but puts
 every shape in the middle of the frame, unrotated (``pos_x = pos_y = 4``, ``rotation = 0``),
 as the objects of 3D Shapes stand in the middle of theirs; only shape, scale and colour vary
-(4 x 6 x 6 = 144 distinct images). Position and rotation are what
-defeat a single latent shape direction: a square and a circle differ in a few corner pixels,
-wherever the shape is, and a square at 45 degrees is a diamond (a circle at any angle is the
-same circle), so the code a VAE learns carries the shape differently at each pose.
+(4 x 6 x 6 = 144 distinct images). That is the layout where one latent direction turns squares
+into circles: position and rotation make the code carry the shape differently at each pose
+(measured in [`probgen.models.vae.latent`][probgen.models.vae.latent]).
 
 Images are rendered with 4x4 supersampling (anti-aliased), as ``(N, 3, H, W)`` floats in
 [0, 1]; the factors come back as integer indices, ``(N, 6)``. Everything is a pure function
